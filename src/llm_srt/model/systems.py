@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
 TAG_HEAD = re.compile(r"<(\|[A-Za-z_-]*\|?)?")  # the start of a language tag still being written ("<", "<|de", ...)
+TAIL_TAGS = re.compile(r"(?:<\|[A-Za-z_-]+\|>\s*)*<?(?:\|[A-Za-z_-]*\|?)?$")  # tags (whole, or the last in part) an
+#   output ends in: searched in its last ids' text, which may begin inside a tag ("g|><|de" of "<|eng|><|deu|>")
+WHOLE_TAG = re.compile(r"<\|[A-Za-z_-]+\|>")  # one token that is a whole tag (an added token: the tiny test LLMs')
+TAIL_IDS = 24  # the last ids decoded to find those tags: more than a language pair's tokens in any LLM's vocabulary
 LEAD_TAGS = re.compile(r"\s*(?:<\|[a-z]{2,3}(?:[-_][A-Za-z]+)?\|>\s*)+")  # tags an output begins with (the prompt's)
 AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
 # the task a model trained mainly on a task runs at inference: an SMT-stage model has no transcript given, so it runs
@@ -179,7 +183,8 @@ class TranslationStart:
     translation beginning as the transcript does); `srt[row]` False: over all. A tag is several tokens in most LLMs'
     vocabularies (Gemma's "<|eng|><|deu|>": "<", "|", "eng", "|", "><", ...), so the ids are decoded: only a row's
     that hold a token with a ">" in it, and only until the first id of its part is found, which is kept with the ids
-    up to it (a beam's later extensions find it there)."""
+    up to it (a beam's later extensions find it there). While a row ends in tags written in pieces, nothing is counted
+    (`_in_tags`: the pieces repeat within a pair, "|" four times, and --no-repeat-ngram 1 broke the tags)."""
 
     def __init__(self, tokenizer, srt: Sequence[bool]):
         self.tokenizer, self.srt = tokenizer, list(srt)
@@ -192,6 +197,8 @@ class TranslationStart:
             return 0
         if (start := self._known(self.found, row, ids)) is not None:  # its translation found at an earlier step
             return start
+        if self._in_tags(ids):  # its tags are written outside any count (Gemma's "<|eng|><|deu|>" holds "|" four
+            return len(ids)  #   times: counted, --no-repeat-ngram 1 broke it, "<g|>" leaking into the transcript)
         if not any(map(self._closes, ids)):
             return 0
         if (start := self._first(self.found, row, ids, self._translated)) is not None:
@@ -220,6 +227,15 @@ class TranslationStart:
             low, high = (low, mid) if test(ids[:mid]) else (mid + 1, high)
         heads.setdefault(row, []).append(tuple(ids[:low]))
         return low - 1
+
+    def _in_tags(self, ids: list[int]) -> bool:
+        """Whether the ids end in language tags written in pieces, or the head of one ("<", "<|de", "...|>"): the next
+        token may go on writing them (the first "<" of a run is counted with the text before it). A vocabulary with a
+        token per tag writes no piece twice in a pair, and its tags are counted as any token is."""
+        if WHOLE_TAG.fullmatch(self.tokenizer.decode(ids[-1:], skip_special_tokens=True).strip()):
+            return False
+        text = self.tokenizer.decode(ids[-TAIL_IDS:], skip_special_tokens=True).rstrip()
+        return TAIL_TAGS.search(text).start() < len(text)  # (it matches "" at the end of any other text)
 
     def _closes(self, token: int) -> bool:
         if token not in self.closes:
