@@ -282,12 +282,13 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
     return result
 
 
-def _check_fit(stages: list[Stage]) -> None:
+def _check_fit(stages: list[Stage], world: int = 1) -> None:
     """Each stage fits the model it starts from, and a finished one was trained from the start planned for it, before
     any stage trains: these were refused at the stage's own turn, after the ones before it had trained (an SMT stage
     with 8 adapter queries after an ASR stage with 4; `curriculum ablation_no_asr.yaml srt.yaml` after the main
-    curriculum, whose srt/final was trained from smt/final)."""
+    curriculum, whose srt/final was trained from smt/final). `world`: this run's ranks."""
     shapes: list[tuple[str, dict] | None] = []  # each stage's trained adapter: (kind, options); None: not known
+    how: list[str | None] = []  # how each stage changes its final/ in this run (`_trains`)
     for k, stage in enumerate(stages):
         m, init = stage.config.model, stage.config.model.init_from
         j = next((j for j in reversed(range(k)) if init and Path(init).resolve()
@@ -299,7 +300,8 @@ def _check_fit(stages: list[Stage]) -> None:
             shapes.append(_saved_adapter(Path(init)))
         else:
             shapes.append((m.adapter, {n: d for n, (_, d) in adapter_options(m.adapter).items()} | m.adapter_kwargs))
-        _check_start_record(stage, start)
+        _check_start_record(stage, start, None if j is None else how[j])
+        how.append(_trains(stage, world, j is not None and how[j] is not None))
 
 
 def _saved_adapter(init: Path) -> tuple[str, dict] | None:
@@ -359,13 +361,14 @@ def _same_weights(a: str, b: str, kind: str) -> bool:
     return mine is not None and mine == paths.weights_identity(b, kind)
 
 
-def _trains(stage: Stage) -> str | None:
+def _trains(stage: Stage, world: int, start_trains: bool) -> str | None:
     """How `stage` changes its final/ in this run (`final.finished_state` at its turn): it trains again (no finished
-    model there), trains further (a finished one whose max_steps was raised), or writes final/ again from its
-    checkpoints (final_weights changed); None where its finished model is handed back as it is."""
+    model there, and no checkpoint to write the same one again from: `_writes_same_final`), trains further (a
+    finished one whose max_steps was raised), or writes final/ again from its checkpoints (final_weights changed);
+    None where its finished model is handed back as it is. `start_trains`: its start changes its final/ here."""
     cfg, out = stage.config, Path(stage.config.output_dir)
     if not is_finished(out):
-        return "trains again"
+        return None if not start_trains and _writes_same_final(cfg, out, world) else "trains again"
     done = finished_steps(out)
     if done is not None and done < cfg.max_steps:
         return f"trains further (max_steps {cfg.max_steps}, its final/ has {done})"
@@ -374,17 +377,31 @@ def _trains(stage: Stage) -> str | None:
     return None
 
 
-def _check_start_record(stage: Stage, start: Stage | None) -> None:
+def _writes_same_final(cfg: TrainConfig, out: Path, world: int) -> bool:
+    """Whether a stage without final/ resumes at max_steps and writes the final/ it had again, training no step: its
+    newest checkpoint is at max_steps, with this run's settings as its resume compares them (on `world` ranks) and
+    final_weights the same. A run copied with its asr/final removed refused the finished SMT after it as trained
+    from a start that "trains again". Any doubt (no settings stored, any difference, one allow_changes lets through too) is "it trains"."""
+    newest = checkpoint.latest(out, log=quiet)
+    if newest is None or newest.step != cfg.max_steps:
+        return False
+    saved = checkpoint.stored_settings(newest.path)
+    if saved is None or checkpoint.stored_config(newest.path).get("final_weights", "last") != cfg.final_weights:
+        return False
+    return not resume.changes(saved, resume.run_settings(cfg, world), cfg.model.init_from)
+
+
+def _check_start_record(stage: Stage, start: Stage | None, how: str | None) -> None:
     """A finished stage is handed back only when it was trained from the start planned now (`final.check_same_start`
     at its turn): checked here by the weights where that start is there already and stays so; where `start` changes
     its final/ in this run (`_trains`), the finished stage cannot have been trained from it, and was refused at its
     turn, after `start` had trained (the main curriculum again with smt/ removed to train it anew). So is an
     interrupted stage's checkpoint whose resume compares its start's weights (as its turn does, without
     allow_changes): ASR finished, SMT interrupted, then asr:max_steps raised trained ASR further, over asr/final, and
-    only then refused to resume SMT, when its start could no longer be set back."""
+    only then refused to resume SMT, when its start could no longer be set back. `how`: `_trains` of `start`."""
     cfg, out = stage.config, Path(stage.config.output_dir)
     if not is_finished(out):
-        if start is None or cfg.allow_changes or (how := _trains(start)) is None:
+        if start is None or cfg.allow_changes or how is None:
             return
         newest = checkpoint.latest(out, log=quiet)
         if newest is not None and resume.INIT_KEY in (checkpoint.stored_settings(newest.path) or {}):
@@ -393,7 +410,6 @@ def _check_start_record(stage: Stage, start: Stage | None) -> None:
                               f"resume would be refused once {start.name} had trained; remove {out / 'checkpoints'} "
                               "or use another output_dir")
         return
-    how = None if start is None else _trains(start)
     if how is None:
         try:
             check_same_start(cfg, out)
@@ -443,7 +459,7 @@ def _check_stages(stages: list[Stage]) -> None:
                 raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
 
     ranks.on_every_rank(each, d.rank, d.world, host_group(d), name_rank=True)
-    from_rank0(d, lambda: _check_fit(stages))
+    from_rank0(d, lambda: _check_fit(stages, d.world))
 
 
 def run_curriculum(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
