@@ -88,3 +88,20 @@ def test_a_bad_per_input_task_fails_its_input_only():
     assert (bad.task, bad.segments, bad.untranslated) == ("bogus", [], 0)
     assert bad.to_dict()["error"] == bad.error and sorted(got) == [0, 1]
     assert len(stub.batches) == 1 and sum(map(len, stub.batches)) == 1  # only the good input ran
+
+
+@pytest.mark.parametrize("seconds, said", [(60.0, "is longer than Whisper's 30 s window; use at most 30"),
+                                           (0.1, "is too short; use at least 1 second")])
+def test_segment_options_no_clip_can_be_cut_with_are_refused_once_before_any_work(seconds, said):
+    """Before, SegmentOptions(max_seconds=60) failed every input alone with segment()'s error, as batch_size=0 is
+    refused once."""
+    from llm_srt.segment import SegmentOptions, segment
+
+    stub, clip, got = Stub(), recording(1.5, [(0.2, 1.3)]), []
+    with pytest.raises(LLMSRTError) as e:
+        SpeechTranslator(stub).translate([clip, clip], "eng", "deu", on_result=lambda i, r: got.append(r),
+                                         segment_options=SegmentOptions(max_seconds=seconds))
+    assert str(e.value) == f"segment_options: max_seconds={seconds} {said}"
+    assert stub.batches == [] and got == []
+    with pytest.raises(LLMSRTError, match=f"^segment\\(\\): max_seconds={seconds} "):  # segment() says it as before
+        segment(clip, options=SegmentOptions(max_seconds=seconds))

@@ -220,6 +220,7 @@ class SpeechTranslator:
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         sample_rate = array_rate(sample_rate)  # the arrays' rate, for every one of them: a bad one stops here
+        segment_options.check("segment_options")  # as every input's: else each failed alone with the same error
         n = len(inputs)
         srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
         # one value for every input is an option: a bad one stops here; a bad per-input value fails its input only

@@ -82,6 +82,15 @@ class SegmentOptions:
     #                               one this + hysteresis_db above it, less where the noise is narrow (_noise_top)
     pad: float = 0.05  # seconds kept before and after each segment's speech (soft onsets, decays)
 
+    def check(self, where: str = "segment()") -> None:
+        """AudioError (one line, starting with `where`) for options no clip can be cut with: a `max_seconds` too short
+        for a segment, or longer than the window. A caller with many clips checks once, before any."""
+        if self.max_seconds <= 2 * self.pad + 10 * HOP_SECONDS:
+            raise AudioError(f"{where}: max_seconds={self.max_seconds} is too short; use at least 1 second")
+        if not self.max_seconds <= WINDOW_SECONDS:  # the encoder takes no longer piece (NaN fails too)
+            raise AudioError(f"{where}: max_seconds={self.max_seconds} is longer than Whisper's {WINDOW_SECONDS} s "
+                             f"window; use at most {WINDOW_SECONDS}")
+
 
 def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | None = None,
             min_silence: float | None = None, options: SegmentOptions | None = None) -> list[Segment]:
@@ -96,11 +105,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise AudioError(f"segment(): expected mono samples of shape (N,), got shape {samples.shape}")
-    if opts.max_seconds <= 2 * opts.pad + 10 * HOP_SECONDS:
-        raise AudioError(f"segment(): max_seconds={opts.max_seconds} is too short; use at least 1 second")
-    if not opts.max_seconds <= WINDOW_SECONDS:  # the encoder takes no longer piece (NaN fails too)
-        raise AudioError(f"segment(): max_seconds={opts.max_seconds} is longer than Whisper's {WINDOW_SECONDS} s "
-                         f"window; use at most {WINDOW_SECONDS}")
+    opts.check()
     if samples.size == 0:
         return []
     win, hop = (n / sr for n in _frame_samples(sr))  # seconds, exact for this rate
