@@ -404,7 +404,11 @@ def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), bias=lora.bias, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated attribute on every model it wraps:
+            #                              that line was every from_pretrained's from Python (the CLI hides it)
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as e:
         raise LLMSRTError(f"LoRA: {str(e).splitlines()[0]} (check lora.target_modules against the LLM's layer "
                           "names)") from None
