@@ -474,13 +474,14 @@ def test_an_empty_init_from_is_refused_not_taken_for_a_fresh_start(tmp_path):
     assert load_config(smt, ["model.init_from=runs/asr/final"]).model.init_from == "runs/asr/final"
 
 
-def test_an_empty_override_of_a_field_without_null_is_still_a_type_error_and_an_empty_dev_is_refused():
+def test_an_empty_override_of_a_field_without_null_is_refused_as_empty_and_an_empty_dev_is_refused():
     """The empty text is given to an optional text field alone (whose own check refuses it): `stage=` was accepted
-    as "" once every text field took it, and `data.dev=$DEV` unset meant no dev set without a word."""
+    as "" once every text field took it, and `data.dev=$DEV` unset meant no dev set without a word. Any other field
+    refuses an empty value as empty (test_config_empty_override.py)."""
     from llm_srt.train.config import load_config
 
     for key in ("stage", "model.encoder", "output_dir"):
-        with pytest.raises(ConfigError, match=rf"{key}.* got None"):
+        with pytest.raises(ConfigError, match=rf"^override '{key}=': {key} is empty \(an unset shell variable\?\)"):
             load_config(None, [f"{key}="])
     with pytest.raises(ConfigError, match=r"data.dev is empty \(an unset shell variable\?\); give the dev manifest, "
                                           r"or write data.dev=null to train without a dev set"):

@@ -224,7 +224,11 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         if not value.strip() and _takes_text(tp := _type_at(cls, key.strip())) and type(None) in _members(tp):
             parsed = value  # "model.init_from=$UNSET": the empty text, which the field's own checks refuse (as a
             #   YAML '' is), not null, which an optional field takes as "none" without a word; null is written null
-            #   (a field that takes no null keeps None: "must be str, got None")
+        elif not value.strip() and _in_schema(cls, key.strip()):  # "max_steps=$UNSET" said "must be int, got None";
+            #   model.lora= dropped the LoRA without a word (a key no field has is named unknown, as before)
+            none = f", or write {key.strip()}=null for none" if type(None) in _members(tp) else ""
+            raise ConfigError(f"override {short(item)}: {key.strip()} is empty (an unset shell variable?); give it a "
+                              f"value{none}")
         elif isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
@@ -324,6 +328,20 @@ def _type_at(cls: type, key: str) -> Any:
             return None
         tp = typing.get_type_hints(tp)[part]
     return tp
+
+
+def _in_schema(cls: type, key: str) -> bool:
+    """Whether dotted `key` names a field of the dataclass tree `cls`, or a key within one of its mapping fields
+    (model.adapter_kwargs.num_queries, data.tasks.srt)."""
+    tp: Any = cls
+    for part in key.split("."):
+        node = next((o for o in _members(tp) if dataclasses.is_dataclass(o)), None)
+        if node is None:
+            return any(o is dict or typing.get_origin(o) is dict for o in _members(tp))
+        if part not in {f.name for f in dataclasses.fields(node)}:
+            return False
+        tp = typing.get_type_hints(node)[part]
+    return True
 
 
 def _takes_text(tp: Any) -> bool:
