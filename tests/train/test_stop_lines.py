@@ -139,6 +139,19 @@ def test_the_first_signals_line_names_the_step_it_waits_for(within, tiny_setup, 
                         "the same command again to resume from it"
 
 
+def _log_unwritable_at(monkeypatch, step: int) -> None:
+    """Step `step`'s train_log.jsonl line cannot be written (a full disk)."""
+    from llm_srt.train import logs
+
+    real = logs._log_json
+
+    def log_json(out, record):
+        if record.get("step") == step:
+            raise OSError(28, "No space left on device")
+        return real(out, record)
+    monkeypatch.setattr(recipe, "_log_json", log_json)
+
+
 def _index_unwritable_at(monkeypatch, step: int) -> None:
     """Step `step`'s save writes its folder whole, then cannot write checkpoints/index.json (a disk filled by it)."""
     import errno
@@ -177,16 +190,8 @@ def test_a_stop_whose_checkpoint_is_in_place_but_not_indexed_says_it_is_kept(tin
 
 def test_a_log_failure_whose_last_checkpoint_is_in_place_names_it(tiny_setup, tmp_path, monkeypatch, capsys):
     """The same after a log line that cannot be written: its last checkpoint attempt's folder is in place."""
-    from llm_srt.train import logs
-
     _index_unwritable_at(monkeypatch, 3)
-    real = logs._log_json
-
-    def log_json(out, record):
-        if record.get("step") == 3:
-            raise OSError(28, "No space left on device")
-        return real(out, record)
-    monkeypatch.setattr(recipe, "_log_json", log_json)
+    _log_unwritable_at(monkeypatch, 3)
     out = tmp_path / "run"
     assert cli.main(["train", *overrides(tiny_setup, out, max_steps=5, save_every=2)]) == 2
     line = capsys.readouterr().err.splitlines()[-1]

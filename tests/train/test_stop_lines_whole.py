@@ -11,7 +11,7 @@ from llm_srt.errors import LLMSRTError
 from llm_srt.train import checkpoint, recipe, stops
 
 from .conftest import overrides
-from .test_stop_lines import _index_unwritable_at
+from .test_stop_lines import _index_unwritable_at, _log_unwritable_at
 
 
 def _long_out(tmp_path):
@@ -20,13 +20,7 @@ def _long_out(tmp_path):
 
 def test_a_log_failure_quotes_the_failed_checkpoints_error_whole(tiny_setup, tmp_path, monkeypatch, capsys):
     _index_unwritable_at(monkeypatch, 3)
-    real = recipe._log_json
-
-    def log_json(out, record):
-        if record.get("step") == 3:
-            raise OSError(28, "No space left on device")
-        return real(out, record)
-    monkeypatch.setattr(recipe, "_log_json", log_json)
+    _log_unwritable_at(monkeypatch, 3)
     out = _long_out(tmp_path)
     assert cli.main(["train", *overrides(tiny_setup, out, max_steps=5, save_every=2)]) == 2
     line = capsys.readouterr().err.splitlines()[-1]
