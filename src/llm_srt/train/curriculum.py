@@ -381,7 +381,8 @@ def _writes_same_final(cfg: TrainConfig, out: Path, world: int) -> bool:
     """Whether a stage without final/ resumes at max_steps and writes the final/ it had again, training no step: its
     newest checkpoint is at max_steps, with this run's settings as its resume compares them (on `world` ranks) and
     final_weights the same. A run copied with its asr/final removed refused the finished SMT after it as trained
-    from a start that "trains again". Any doubt (no settings stored, any difference, one allow_changes lets through too) is "it trains"."""
+    from a start that "trains again". Any doubt (no settings stored, any difference, one allow_changes lets through
+    too) is "it trains"."""
     newest = checkpoint.latest(out, log=quiet)
     if newest is None or newest.step != cfg.max_steps:
         return False
