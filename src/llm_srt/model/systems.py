@@ -188,7 +188,7 @@ class TranslationStart:
 
     def __init__(self, tokenizer, srt: Sequence[bool]):
         self.tokenizer, self.srt = tokenizer, list(srt)
-        self.closes: dict[int, bool] = {}  # token id -> whether its token holds a ">" (the end of a tag)
+        self.pieces: dict[int, str] = {}  # token id -> its token's text (`_piece`)
         self.found: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its translation's first, per hypothesis
         self.begun: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its transcript's first, after tags
 
@@ -231,16 +231,24 @@ class TranslationStart:
     def _in_tags(self, ids: list[int]) -> bool:
         """Whether the ids end in language tags written in pieces, or the head of one ("<", "<|de", "...|>"): the next
         token may go on writing them (the first "<" of a run is counted with the text before it). A vocabulary with a
-        token per tag writes no piece twice in a pair, and its tags are counted as any token is."""
+        token per tag writes no piece twice in a pair, and its tags are counted as any token is. Decoded only where one
+        of the last TAIL_IDS tokens holds a "<" or "|": text without either ends in no tag (this runs at every step
+        of every row whose translation has not begun)."""
+        if not any("<" in piece or "|" in piece for piece in map(self._piece, ids[-TAIL_IDS:])):
+            return False
         if WHOLE_TAG.fullmatch(self.tokenizer.decode(ids[-1:], skip_special_tokens=True).strip()):
             return False
         text = self.tokenizer.decode(ids[-TAIL_IDS:], skip_special_tokens=True).rstrip()
         return TAIL_TAGS.search(text).start() < len(text)  # (it matches "" at the end of any other text)
 
     def _closes(self, token: int) -> bool:
-        if token not in self.closes:
-            self.closes[token] = ">" in (self.tokenizer.convert_ids_to_tokens(token) or "")
-        return self.closes[token]
+        return ">" in self._piece(token)
+
+    def _piece(self, token: int) -> str:
+        """The token's text as the vocabulary holds it (cached: asked at every step)."""
+        if token not in self.pieces:
+            self.pieces[token] = self.tokenizer.convert_ids_to_tokens(token) or ""
+        return self.pieces[token]
 
     def _translated(self, ids: list[int]) -> bool:
         """Whether text follows the ids' first run of language tags after their text begins (a run they begin with,
