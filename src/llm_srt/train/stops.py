@@ -17,10 +17,11 @@ FOREIGN_CHARS = 200  # another's text in a stop's line (the OS's, a library's) i
 #   paths, step-N names and what to do) never: "resume from step-00000700" read "step-0000070" once cut
 
 
-def _first_line(error: BaseException) -> str:
-    """An error's first line for a stop's line: an LLMSRTError's whole (its own sentence, on another rank behind
-    "rank N: rank 0 stopped: "), another's text cut at FOREIGN_CHARS; its type's name where it says nothing."""
-    line = (str(error).splitlines() or [type(error).__name__])[0]
+def _first_line(error: BaseException, text: str | None = None) -> str:
+    """An error's first line (of `text`, its own words where None) for a stop's line: an LLMSRTError's whole (its own
+    sentence, on another rank behind "rank N: rank 0 stopped: "), another's text cut at FOREIGN_CHARS; its type's
+    name where it says nothing."""
+    line = ((str(error) if text is None else text).splitlines() or [type(error).__name__])[0]
     return line if isinstance(error, LLMSRTError) else line[:FOREIGN_CHARS]
 
 
@@ -158,8 +159,7 @@ class RunStops:
         disk = isinstance(error, (OSError, LLMSRTError))
         text = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error) if disk
                 else type(error).__name__ + (f": {error}" if str(error) else ""))
-        reason = (text.splitlines() or [type(error).__name__])[0]  # an empty message: AssertionError()
-        reason = reason if isinstance(error, LLMSRTError) else reason[:FOREIGN_CHARS]  # (ours whole: `_first_line`)
+        reason = _first_line(error, text)  # an empty message: AssertionError()
         where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
         self.writer = None  # broken: not flushed again on the way out
         try:
