@@ -195,7 +195,12 @@ def _ending_line(verb: str, stop: Terminated) -> str | None:
         error.curriculum_stage = stop.curriculum_stage
     if isinstance(error, LLMSRTError):
         return f"error: {error}"
-    return f"error: {ranks.peer_gone(error)}{stopped_advice(verb, error) or '; run the same command again'}"
+    return f"error: {_peer_gone_line(verb, error, ranks.peer_gone(error))}"
+
+
+def _peer_gone_line(verb: str, error: BaseException, gone: str) -> str:
+    """A dead peer's line (`ranks.peer_gone`'s words), with what was kept or the same command's advice."""
+    return f"{gone}{stopped_advice(verb, error) or '; run the same command again'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,8 +358,7 @@ def _main(argv: list[str] | None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        print(f"llm-srt {verb}: error: {memory or gone + (stopped_advice(verb, e) or '; run the same command again')}",
-              file=sys.stderr, flush=True)
+        print(f"llm-srt {verb}: error: {memory or _peer_gone_line(verb, e, gone)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as e:  # training saved its step as on SIGTERM (train.signals): the same advice
         print(f"llm-srt {verb}: interrupted{stopped_advice(verb, e)}", file=sys.stderr)
