@@ -16,3 +16,14 @@ def test_an_empty_stages_option_is_refused_not_read_as_every_stage(tmp_path, cap
     assert err == ("llm-srt curriculum: error: --stages is empty (an unset shell variable?); name the stages, e.g. "
                    "--stages smt,srt, or leave the option out to run them all\n")
     assert not (tmp_path / "R").exists()
+
+
+def test_an_empty_stage_override_names_its_stage(tmp_path, capsys):
+    """`srt:model.lora=` was refused as "override 'model.lora=': ...", the stage the user wrote left out."""
+    folder = _stage_folder(tmp_path)
+    assert cli.main(["curriculum", str(folder), "srt:model.lora=", "--out-root", str(tmp_path / "R")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-srt curriculum: error: stage srt ({folder / 'srt.yaml'}): override 'model.lora=': "
+                          "model.lora is empty"), err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "R").exists()

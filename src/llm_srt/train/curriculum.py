@@ -231,6 +231,17 @@ def _writes_fresh_start(f: Path) -> bool:
     return isinstance(model, dict) and "init_from" in model and model["init_from"] is None
 
 
+def _load_stage(f: Path, overrides: list[str]) -> TrainConfig:
+    """`load_config`, its error naming the stage where it names no file (an override's own error, e.g. an empty
+    `srt:model.lora=`, is the same text in every stage)."""
+    try:
+        return load_config(f, overrides)
+    except ConfigError as e:
+        if str(f) in str(e):
+            raise
+        raise ConfigError(f"stage {f.stem} ({f}): {e}") from e
+
+
 def plan(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
          out_root: str | Path | None = None, adjust: Callable[[TrainConfig], TrainConfig] | None = None
          ) -> list[Stage]:
@@ -252,7 +263,7 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
                           "stage")
     mine = {f: [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0]
                 and o.startswith(f.stem + ":")] for f in files}
-    loaded = [load_config(f, common + mine[f]) for f in files]
+    loaded = [_load_stage(f, common + mine[f]) for f in files]
     outputs = [Path(_written(f, "output_dir") or cfg.output_dir).resolve() / FINAL  # as the YAMLs write them: an
                for f, cfg in zip(files, loaded)]  # override or --out-root moves a stage, not the starts naming it
     result: list[Stage] = []
