@@ -40,6 +40,30 @@ def test_a_bench_model_built_out_of_memory_is_one_line(monkeypatch, tmp_path, ca
     assert err.strip().splitlines()[-1] == f"llm-srt bench: error: {message}"
 
 
+def test_the_peer_built_out_of_memory_keeps_the_q_formers_rows_and_the_table(monkeypatch, tmp_path):
+    """The Qwen2-Audio-style peer running out of memory while built, after the Q-Former's rows: the bench ended on
+    the error with no table (the rows only in --json-out); its rows are out of memory, as a row that runs out is."""
+    real = paper.build_system
+
+    def build_system(name, *rest):
+        if name == "pooled-750":
+            torch.empty(1 << 60, dtype=torch.uint8)
+        return real(name, *rest)
+
+    monkeypatch.setattr(paper, "build_system", build_system)
+    logged = []
+    result = paper.run_paper(tiny_options(pooled_batch_sizes=(1, 2)), device.resolve("cpu", "float32"), tmp_path,
+                             log=logged.append)
+    assert result["finished"] is True
+    assert [r for r in result["decode"] if r["system"] == "pooled-750"] == [
+        {"system": "pooled-750", "beam": 1, "batch_size": b, "compiled": False, "out_of_memory": True} for b in (1, 2)]
+    assert all(not r["out_of_memory"] for r in result["decode"] if r["system"] == "llm-srt")
+    assert result["qformer_vs_pooled_at_equal_batch"] == {}
+    assert any(m.startswith("pooled-750: out of memory while building it (the CPU allocator") for m in logged), logged
+    table = paper.format_paper(result)
+    assert table.count("out of memory") == 2, table
+
+
 def test_a_shape_too_large_for_the_cpu_is_refused_before_it_is_built(monkeypatch, tmp_path):
     """`llm-srt bench --paper-shape qwen2.5-7b` on a CPU with too little memory built 31 GiB of float32 weights for
     minutes without a word: the weights alone against what the process can allocate, refused in one line."""

@@ -113,22 +113,29 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
 
     for system_name in ["llm-srt"] if options.compiled_only else SYSTEMS:
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
-        try:
-            model, system = build_system(system_name, folders, placement, options)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            need, counted = weights_need(options, placement)
-            raise LLMSRTError(f"out of memory building --paper-shape {options.shape}'s {system_name} system on "
-                              f"{placement} ({dev.out_of_memory_reason(e)}; its weights alone take {dev.gib(need)}: "
-                              f"{counted}): {room_advice(placement)}") from e
-        greedy = DecodingOptions(max_new_tokens=options.new_tokens)
         if system_name != "llm-srt":  # (beam, batch, compiled) of each row
             plan = [(1, b, False) for b in options.pooled_batch_sizes]
         else:
             plan = [] if options.compiled_only else (
                 [(1, b, False) for b in options.batch_sizes]
                 + [(options.beam_size, b, False) for b in options.beam_batch_sizes])
+        try:
+            model, system = build_system(system_name, folders, placement, options)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            if rows or train:  # the peer, after the Q-Former's rows: its rows are out of memory, the table kept
+                log(f"{system_name}: out of memory while building it ({dev.out_of_memory_reason(e)}); each of its "
+                    "rows is marked out of memory")
+                rows.extend({"system": system_name, "beam": beam, "batch_size": batch, "compiled": False,
+                             "out_of_memory": True} for beam, batch, _ in plan)
+                measured()
+                continue
+            need, counted = weights_need(options, placement)
+            raise LLMSRTError(f"out of memory building --paper-shape {options.shape}'s {system_name} system on "
+                              f"{placement} ({dev.out_of_memory_reason(e)}; its weights alone take {dev.gib(need)}: "
+                              f"{counted}): {room_advice(placement)}") from e
+        greedy = DecodingOptions(max_new_tokens=options.new_tokens)
         compiled_plan = [(1, b, True) for b in options.compiled_batch_sizes] if system_name == "llm-srt" else []
 
         def run_rows(plan_rows) -> None:
