@@ -2,6 +2,7 @@
 that turns examples into a model batch, the map-style dataset of whole batches the workers build, and the sampler
 that streams `BucketBatchSampler`'s positions to them."""
 
+import contextlib
 import os
 import pickle
 import signal
@@ -139,3 +140,22 @@ def _keep_serving(trainer: int, _worker_id: int) -> None:
                 os._exit(0)  # (torch's handler: _exit(EXIT_SUCCESS))
 
     threading.Thread(target=take_sigterm, name="sigterm", daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigterm_held_for_workers():
+    """Around the fork of training's DataLoader workers (`iter` of the loader): SIGTERM held in the forking thread,
+    so every thread of a worker holds it from its first instruction. Blocked only from `_keep_serving` on, a worker
+    had threads started before it (torch's, as the worker began) that did not hold it: SLURM's SIGTERM to every
+    process went to one of them, torch's handler killed the worker, and the training process raised "DataLoader
+    worker (pid N) is killed by signal: Terminated." while saving the step: no checkpoint. A SIGTERM to the training
+    process meanwhile waits the few milliseconds of the fork and is taken as it would have been."""
+    if SERVING_START != "fork":
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+

@@ -34,7 +34,8 @@ from ..data.manifest import Row, line_of, read_manifest, text_limit
 from ..errors import AudioError, ConfigError, LLMSRTError, shown, warn_each_time
 from ..prompts import Task
 from . import dev_sample
-from .batches import SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
+from .batches import (SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream,
+                      sigterm_held_for_workers)
 from .parallel import Dist, all_sum, host_group, host_wait
 from .room import PREFETCH, check_cache_room, check_shared_memory, same_disk
 
@@ -350,7 +351,8 @@ class TrainingData:
 
     def next_batch(self) -> dict:
         if self._batches is None:
-            self._batches = iter(self._loader())
+            with sigterm_held_for_workers():  # every thread of a worker holds SIGTERM for `_keep_serving`'s
+                self._batches = iter(self._loader())
         batch = next(self._batches)
         if "error" in batch:  # from a worker (`_Batches`)
             raise batch["error"]
