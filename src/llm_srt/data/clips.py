@@ -4,8 +4,10 @@ Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tab
 left out and counted, and so is a clip listed again: `without_repeats`), then hands the clips of the rows that survived
 to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL) behind a progress bar
 with an ETA. Every clip's header is read (~0.1 ms a clip: one no decoder opens is bad). A clip whose duration is already
-known (Common Voice's `clip_durations.tsv` or `times.txt`) keeps it; the others, those listed with a duration of 0 (not
-measured), every FLEURS wav and the clips of test and dev are measured from their header, and a clip the header shows
+known (Common Voice's `clip_durations.tsv` or `times.txt`) keeps it where its header agrees (a train clip whose header
+disagrees is measured as a test clip is: it was written with the list's length, a 37 s clip as 1.9 s, which passed the
+30 s window and training refused); the others, those listed with a duration of 0 (not measured), every FLEURS wav and
+the clips of test and dev are measured from their header, and a clip the header shows
 cut short is bad (load_audio refuses it: training skipped it, evaluation scored its rows as empty hypotheses). The clips
 of test and dev in a compressed format or of float samples are decoded whole, as evaluation will (only that finds a FLAC
 or MP3 missing its end, or a float WAV holding NaN); train's are not (hours on a large corpus; training skips one,
@@ -349,8 +351,9 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
 
     Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's metadata
     (see tables.by_name); those clips are checked to exist, be non-empty and have a header libsndfile reads, and keep
-    that length, unless `read_all_headers` or `decode` names them (a clip listed with a duration of 0, which the release
-    could not measure, is measured like an unlisted one). `decode`: the clips (of DECODED_SPLITS) decoded whole where a
+    that length where the header's agrees, unless `read_all_headers` or `decode` names them (a clip listed with a
+    duration of 0, which the release could not measure, is measured like an unlisted one; one whose header's length
+    disagrees is checked and measured as one of `decode`). `decode`: the clips (of DECODED_SPLITS) decoded whole where a
     header cannot tell whether they are cut short (see _check). With `strict` the first bad clip in table order raises
     LLMSRTError naming its line.
     """
@@ -405,8 +408,9 @@ def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header
 def _check(path: Path, known: float | None, read_header: bool, decode: bool = False
            ) -> tuple[Path, float, str | None]:
     """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise. The header is read (a clip it
-    cannot be read from is bad); where `known` gives the length and neither `read_header` nor `decode` asks, that is
-    all: the clip keeps its listed length, its length and end are not checked. A clip cut short is bad, as load_audio
+    cannot be read from is bad); where `known` gives the length, the header's agrees with it (or gives none) and
+    neither `read_header` nor `decode` asks, that is all: the clip keeps its listed length, its end is not checked; one
+    whose header's length disagrees is checked as with `decode`. A clip cut short is bad, as load_audio
     refuses it (its transcript is the whole clip's): a WAV, AIFF, AU or W64 whose header claims more than the file
     holds, and an Ogg without its stream's last page, are found from the header and the last page alone; a FLAC or MP3
     missing its end only by decoding it, which `decode` does, as load_audio will (refusing what load_audio refuses);
@@ -436,7 +440,11 @@ def _check(path: Path, known: float | None, read_header: bool, decode: bool = Fa
         unmeasured = ", and the release's duration list gives 0" if known is not None and known <= 0 else ""
         return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
     if known is not None and known > 0 and not read_header and not decode:
-        return path, known, None
+        if not 0 < info.frames < UNKNOWN_FRAMES or info.samplerate <= 0 or _agrees(known, info.duration):
+            return path, known, None
+        decode = True  # the header's length is not the list's (a 37 s train clip listed as 1.9 s was written so, and
+        #   training refused it): measured as a test clip is, decoded where the header's is an estimate (an MP3 without
+        #   a Xing/Info frame: a VBR one's may be twice its length), and that length used
     if info.frames >= UNKNOWN_FRAMES:  # no length in the header (a stream written to a pipe, e.g. a FLAC whose
         return _decoded_length(path, known)  # total-samples field is 0): SF_COUNT_MAX frames would read as 5.8e14 s
     if info.frames <= 0 and info.samplerate > 0:  # a recorder killed before it wrote the sizes (of a WAV, or the
@@ -489,9 +497,12 @@ def _duration(known: float | None, measured: float) -> float:
     """`known` (a table's or duration list's length) where `measured` (the header's, or as decoded) agrees with it
     within the larger of SLACK_SECONDS and SLACK_SHARE; the measured one otherwise, and where none is known: the file
     is what training loads (a 40 s wav its table called 2 s passed the 30 s window filter, and training refused it)."""
-    if known is None or known <= 0 or abs(measured - known) > max(SLACK_SECONDS, SLACK_SHARE * known):
-        return measured
-    return known
+    return known if known is not None and _agrees(known, measured) else measured
+
+
+def _agrees(known: float, measured: float) -> bool:
+    """Whether `measured` is within the larger of SLACK_SECONDS and SLACK_SHARE of a listed length `known` (> 0)."""
+    return known > 0 and abs(measured - known) <= max(SLACK_SECONDS, SLACK_SHARE * known)
 
 
 def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str | None]:
