@@ -43,7 +43,7 @@ from ..audio_headers import ogg_cut_short, sized_cut
 from ..errors import AudioError, LLMSRTError, shown, special_kind
 from ..paths import atomic_file, replace_all
 from ..prompts import markup_in
-from .manifest import Row, write_manifest
+from .manifest import CHARS_PER_SECOND, MIN_TEXT_LIMIT, Row, text_limit, training_refuses, write_manifest
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # header reads are I/O-bound: a few threads per core still help
 CHUNK = 256  # clips per pool task (a future per clip costs more than a wav header read)
@@ -203,7 +203,8 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     OUT/summary.failed.json, listing them; an earlier run's manifests and summary.json stay as they were (the failed
     run's summary.json, beside the earlier run's manifests, described other files than those beside it). A clip of the
     train or dev split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a
-    manifest that held one stopped the stage before step 1); test keeps its clips. An earlier run's files in OUT that
+    manifest that held one stopped the stage before step 1), and so is a train or dev row whose text is longer than
+    its clip can hold (`_texts_fit`); test keeps its clips and rows. An earlier run's files in OUT that
     this run's would replace or disagree with are moved aside (`_set_aside`), and the summary says so. An OSError while
     writing or renaming (a full disk, a folder named test.jsonl) leaves OUT as it was but for OUT/summary.failed.json,
     and raises LLMSRTError naming the file."""
@@ -211,6 +212,8 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
         return (lines or {}).get(row.id) or summary.listed_at.get(Path(row.audio), "")
 
     rows = {split: _within_window(summary, split, split_rows, line_of) if split in TRAINING_SPLITS else split_rows
+            for split, split_rows in rows.items()}
+    rows = {split: _texts_fit(summary, split, split_rows, line_of) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
     rows = {split: _without_markup(summary, split_rows, line_of) for split, split_rows in rows.items()}
     for split, named in clips.items():
@@ -342,6 +345,26 @@ def _within_window(summary: Summary, split: str, rows: list[Row], line_of: Calla
                      f"out of {split}", (f"{line} " if line else "") + f"(its {n} manifest rows): {audio} "
                      f"({long[audio]:.1f} s)")
     return [row for row in rows if row.audio not in long] if long else rows
+
+
+def _texts_fit(summary: Summary, split: str, rows: list[Row], line_of: Callable[[Row], str]) -> list[Row]:
+    """`rows` without those whose transcript or translation `llm-srt train` refuses as longer than the clip can hold
+    (manifest.training_refuses, the rule `prepare check` holds train and dev rows to: more than max(500, 60 x seconds)
+    characters): a 749-character sentence on a 1.9 s clip was written, and `prepare check` refused the manifest. Those
+    left out are counted once per table line (`line_of`; the row's id where it has none), named by it."""
+    kept, dropped = [], {}
+    for row in rows:
+        if training_refuses(row, WINDOW_SECONDS) is None:  # (rows over the window are gone: `_within_window`)
+            kept.append(row)
+            continue
+        key, text = max((("transcript", row.transcript), ("translation", row.translation)), key=lambda kt: len(kt[1]))
+        dropped.setdefault(line_of(row) or row.id, f"{row.id}: its {key} has {len(text):,} characters, "
+                           f"{row.duration:g} s hold at most {text_limit(row.duration):,}")
+    for where, detail in dropped.items():
+        summary.drop(f"transcript or translation longer than its clip can hold (more than max({MIN_TEXT_LIMIT}, "
+                     f"{CHARS_PER_SECOND} x seconds) characters: `llm-srt train` refuses it): left out of {split}",
+                     f"{where} ({detail})")
+    return kept
 
 
 def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = None, workers: int = DEFAULT_WORKERS,
