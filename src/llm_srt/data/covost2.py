@@ -14,7 +14,8 @@ CoVoST 2 ships translations only; speech, transcripts and speakers are Common Vo
   (en/, zh-CN/, ...) when TSV_DIR has tables of several source languages.
 A pair asked for that has no table in TSV_DIR stops the run, naming the file (with the command that extracts it when
 only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction); without --pairs, so does a table
-still in its .tsv.tar.gz, every one named in one line with the loop that extracts them.
+still in its .tsv.tar.gz, every one named in one line with the loop that extracts them. A table of a locale
+llm_srt/languages.py lacks (covost_v2.en_ar.tsv) is skipped, named on stderr and in the summary's notes.
 
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
@@ -37,8 +38,8 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, check_clips, check_output_folder, extract_command,
-                    first_three, note_durations, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, check_clips, check_output_folder, counted,
+                    extract_command, first_three, note_durations, without_repeats, write_manifests)
 from .commonvoice import read_table, wrong_width
 from .manifest import Row
 from .tables import by_name, known_durations, table_text
@@ -91,7 +92,8 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     keep (None: every table found in `tsv_dir`). `strict`: stop at the first bad clip instead of skipping it."""
     tsv_dir, cv_dir, out = Path(tsv_dir), Path(cv_dir), Path(out)
     check_output_folder(out)
-    tables = find_tables(tsv_dir)
+    unknown: list[str] = []
+    tables = find_tables(tsv_dir, unknown)
     if pairs is not None:
         missing = [p for p in dict.fromkeys(pairs) if p not in tables]  # a pair asked for is never silently dropped
         if missing:
@@ -105,6 +107,9 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
         raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found")
     locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
     summary = Summary(out)
+    if unknown:  # every row left out is counted: these were only a line on stderr, summary.json silent
+        summary.notes.append(f"skipped {counted(len(unknown), 'table')} of a locale not in llm_srt/languages.py, "
+                             f"their rows not converted: {', '.join(unknown)}")
     validated: dict[str, dict[str, tuple[str, str]]] = {}
     records: list[Record] = []
     for _, table in sorted(tables.items()):
@@ -192,8 +197,9 @@ def _check_unpacked(tsv_dir: Path, tables: dict[tuple[str, str], Table]) -> None
                       f"extract them first: {loop}{only}")
 
 
-def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:
-    """(src, tgt) ISO 639-3 -> the direction's tables in `tsv_dir`, for the locales the registry knows."""
+def find_tables(tsv_dir: Path, unknown: list[str] | None = None) -> dict[tuple[str, str], Table]:
+    """(src, tgt) ISO 639-3 -> the direction's tables in `tsv_dir`, for the locales the registry knows; each table of
+    another locale is skipped with a line on stderr, and named in `unknown` ("covost_v2.en_ar.tsv ('ar')")."""
     by_locale = languages.by_commonvoice_locale()
     tables: dict[tuple[str, str], Table] = {}
     for tsv in sorted(tsv_dir.glob("covost_v2.*.tsv")):
@@ -202,8 +208,10 @@ def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:
             continue
         src, tgt = by_locale.get(m["src"]), by_locale.get(m["tgt"])
         if src is None or tgt is None:
-            unknown = m["src"] if src is None else m["tgt"]
-            print(f"skipping {tsv.name}: locale {unknown!r} is not in llm_srt/languages.py", file=sys.stderr)
+            locale = m["src"] if src is None else m["tgt"]
+            print(f"skipping {tsv.name}: locale {locale!r} is not in llm_srt/languages.py", file=sys.stderr)
+            if unknown is not None:
+                unknown.append(f"{tsv.name} ({locale!r})")
             continue
         table = tables.setdefault((src, tgt), Table(src, tgt, m["src"]))
         if m["split"]:
