@@ -6,8 +6,10 @@ client_id path sentence up_votes down_votes age gender accent; 17.0+ adds senten
 locale, segment). `sentence_id` is used when present, else a hash of the sentence. The language comes from the
 folder name (Common Voice locale, see languages.by_commonvoice_locale(); Cantonese is `yue` or `zh-HK`) unless given.
 Durations come from clip_durations.tsv (16.1+) or times.txt (14.0-16.0) when present, else from the clips' headers.
-The clips of dev and test are decoded whole (clips.DECODED_SPLITS): an MP3 cut short is found only so; where one lasts
-other than the list says (by more than 0.05 s and 1%), its measured length is written, with a note.
+The clips of dev and test are decoded whole (clips.DECODED_SPLITS): an MP3 cut short is found only so; where a clip of
+any split lasts other than the list says (by more than 0.05 s and 1%), its measured length is written, with a note (a
+train clip whose header disagrees with the list is checked as dev's and test's are), and a train or dev clip over 30 s
+is left out and counted.
 
 Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
 OUT/summary.json. Rows without a path or a sentence are left out and counted, and so are damaged lines (holding a
