@@ -24,7 +24,7 @@ from .. import device as device_lib
 from .. import paths, ranks
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
-from . import checkpoint, resume
+from . import checkpoint
 from .config import TrainConfig, _check_adapter_matches, load_config
 from .data import from_rank0, has_speech
 from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of, finished_state, quiet
@@ -32,6 +32,7 @@ from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Parallel, all_max, all_sum, barrier, host_group, init_distributed, llm_device, on_main,
                        release_groups)
 from .preflight import check_before_start, check_start_finished, lora_note, skips_trained, use_bf16
+from .resume_settings import check_settings
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
 from .run_lock import RunLock
@@ -172,38 +173,8 @@ class Recipe(RunStops):
         self.agreed = True
 
     def _check_settings(self) -> dict:
-        settings = resume.run_settings(self.cfg, self.d.world)
-        saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
-        changed = resume.changes(saved, settings, self.cfg.model.init_from) if saved is not None else []
-        if changed and (shaping := resume.shape_changes(saved, settings)):
-            start = (f"start another output_dir with model.init_from={self.latest.path} to train on from its "
-                     "weights" if resume.carries_over(shaping) else "start another output_dir from the previous "
-                     "stage's folder (the trained weights cannot carry over to these shapes)")
-            raise ConfigError(f"{self.latest.path}: resuming with settings that change the shapes of the trained "
-                              f"weights: {resume.listed(shaping)}; no resume can take these (allow_changes=true "
-                              f"neither). Set them back, or {start}")
-        if changed and not self.cfg.allow_changes:
-            go_on = ("add model.init_from=null allow_changes=true to go on with the new ones (the checkpoint holds "
-                     "every trained weight; a start that is not there cannot load)" if self.cfg.model.init_from
-                     and settings[resume.INIT_KEY] is None else "add allow_changes=true to go on with the new ones")
-            raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
-                              f"{resume.listed(changed)}. Set them back, or {go_on}, or choose another output_dir")
-        if changed:
-            self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
-        self.start = (self.cfg.model.init_from, settings[resume.INIT_KEY])
-        if saved is not None and settings[resume.INIT_KEY] is None and saved.get(resume.INIT_KEY) is not None:
-            # resumed without its start (model.init_from=null, or its folder gone): the checkpoint's weights grew
-            # from the start its run had, which final/ records (it said "from scratch": a curriculum re-run refused it)
-            self.start = (checkpoint.stored_config(self.latest.path).get("model", {}).get("init_from"),
-                          saved[resume.INIT_KEY])
-        if self.latest is not None and (note := resume.cache_note(checkpoint.stored_config(self.latest.path),
-                                                                  self.cfg)) is not None:
-            self.log(f"[{self.cfg.stage}] {note}")
-        if self.latest is not None and not checkpoint.measured_on(self.latest.path, dev_set(settings)):
-            self.log(f"[{self.cfg.stage}] the dev set changed since {self.latest.path.name} (data.dev's content, "
-                     "data.dev_size, data.seed, data.skip_bad or the main task): the best checkpoint starts anew at "
-                     "this run's first evaluation; the earlier set's dev losses are not compared with the new ones "
-                     "(final_weights: best neither), and its best checkpoint is pruned as keep_last says")
+        """Rank 0: this run's settings against the checkpoint's (`check_settings`); the start final/ records."""
+        settings, self.start = check_settings(self.cfg, self.d.world, self.latest, self.log)
         return settings
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
