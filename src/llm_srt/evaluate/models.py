@@ -94,6 +94,37 @@ def limited(runs: list[list[UtteranceResult]], model: str, rows: list[Row] | Non
     return cut
 
 
+def against_manifest(runs: list[list[UtteranceResult]], model: str, rows: list[Row],
+                     manifest: str | Path) -> tuple[list[list[UtteranceResult]], list[str]]:
+    """A results-file model's runs scored against --manifest's references, not those the file holds (it keeps the
+    ones it was decoded against: a reference corrected since was scored unsaid as it was): each row's reference
+    transcript and translation from the manifest row of its id, as a decoded row takes them (`run._result`); and the
+    ids of the rows whose stored references differed. A row whose id the manifest lacks, or of other languages than
+    its row, is refused before any decoding."""
+    by_id = {r.id: r for r in rows}
+    replaced, differed = [], []
+    for part, run in zip(model.split(","), runs):
+        fixed = []
+        for r in run:
+            row = by_id.get(r.id)
+            if row is None:
+                raise LLMSRTError(f"{part}: row {r.id!r} is not in --manifest {manifest} (a results file of another "
+                                  "test set?); give the manifest it was decoded from, or leave --manifest out to "
+                                  "score the references the file holds")
+            asr = r.task == "asr" or row.is_asr  # a transcript: no reference translation (its tgt is its source)
+            if r.src != row.src_lang or not asr and r.tgt != row.tgt_lang:
+                raise LLMSRTError(f"{part}: row {r.id!r} is {r.src}->{r.tgt}, but --manifest {manifest} has it as "
+                                  f"{row.src_lang}->{row.tgt_lang or row.src_lang}; give the manifest it was decoded "
+                                  "from")
+            new = replace(r, ref_transcript=row.transcript or None,
+                          ref_translation=None if asr else row.translation or None)
+            if (new.ref_transcript, new.ref_translation) != (r.ref_transcript, r.ref_translation):
+                differed.append(r.id)
+            fixed.append(new)
+        replaced.append(fixed)
+    return replaced, differed
+
+
 def baseline_folders(spec: str, whisper: str | None, llm: str | None) -> dict[str, str | None]:
     """The --whisper / --llm folders the baseline `spec` (a key of SYSTEMS) loads, by the keywords its builder
     takes ({'whisper': ..., 'llm': ...}; None: the embedded one); {} for a model folder: its config.json names its

@@ -44,8 +44,8 @@ from .compare import compare_systems
 from . import journal
 from .grouped import ByBatch, decode_in_groups, kept_rows  # noqa: F401  (tests: run.decode_in_groups)
 from .journal import Journal, remove_journals
-from .models import (MT_PROMPTS, baseline_folders, check_models, is_results_file, limited, load_runs, model_folders,
-                     mt_prompt_used, mt_system, parse_models, pooled)
+from .models import (MT_PROMPTS, against_manifest, baseline_folders, check_models, is_results_file, limited,
+                     load_runs, model_folders, mt_prompt_used, mt_system, parse_models, pooled)
 from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_name, hyps_path, other_hyps,
                       write_hyps, writing)
 from .render import format_table, write_report
@@ -247,6 +247,16 @@ def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> tuple
     return rows, n, tuple(skipped)
 
 
+def _against(name: str, runs: list[list[UtteranceResult]], model: str, rows: list[Row], manifest, log
+             ) -> list[list[UtteranceResult]]:
+    """`against_manifest`, and one line saying how many of the file's rows held other references."""
+    runs, differed = against_manifest(runs, model, rows, manifest)
+    if differed:
+        log(f"{name}: {counted(len(differed), 'row')} of {sum(map(len, runs))} held other references than --manifest "
+            f"{manifest} ({first_few(differed, 3, counted=False)}); scored against the manifest's")
+    return runs
+
+
 @in_rank_group
 def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
@@ -317,8 +327,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # --skip-bad skips the rows that cannot be scored; one whose audio is missing or unreadable can: it is a failed
     # row (its error the audio's problem, from the decoding), counted and scored as an empty hypothesis like a file
     # that does not decode, so BLEU stays over the whole test set and the report says what was missing
-    read = run_now or (limit is not None and manifest is not None)  # --limit: a results file keeps its rows among the
-    #   first N manifest rows, decoded beside it or not (with nothing to decode, it kept its own first N rows: others)
+    read = run_now or manifest is not None  # a results file is scored against the manifest's references, and with
+    #   --limit keeps its rows among its first N rows, decoded beside it or not (without one: its own first N rows)
     # ranks never decide apart what they read (--skip-bad on a node's disk); the rows --skip-bad drops: for the report
     rows, n_skipped, skipped = from_rank0(lambda: _read_rows(manifest, check_audio=bool(run_now) and not skip_bad,
                                                              skip_bad=skip_bad) if read else ([], 0, ()),
@@ -329,6 +339,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             from_rank0(lambda: loaded.update({name: limited(runs, models[name], rows if manifest is not None else None,
                                                             limit, manifest) for name, runs in loaded.items()}),
                        rank, size, _group[0])
+    if manifest is not None and len(run_now) < len(models):  # the manifest's references, not those a file holds
+        from_rank0(lambda: loaded.update({name: _against(name, runs, models[name], rows, manifest, log)
+                                          for name, runs in loaded.items()}), rank, size, _group[0])
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
     tasks: dict[str, str] = {}
