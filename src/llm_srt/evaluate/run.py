@@ -474,6 +474,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             mt = {name: merged(1, name) for name in mt}
         if loaded and with_mt:
             log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
+        if loaded and task != AUTO_TASK:  # each file's rows keep the task they were decoded as
+            log(f"--task {task}: not for {', '.join(loaded)} (results files are scored, not run)")
         runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
         scored = {name: pooled(r) for name, r in runs.items()}
         scored = {name: [replace(r, comet=None) for r in rows] for name, rows in scored.items()}
