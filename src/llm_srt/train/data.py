@@ -71,27 +71,23 @@ def has_speech(batch: dict) -> bool:
 
 class TrainingData:
     def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None,
-                 accumulation: int = 1, keep: tuple[Path, int] | None = None):
+                 accumulation: int = 1, keep: tuple[Path, int] | None = None, rows: StageRows | None = None):
         """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
         filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
         any epoch may draw). `accumulation`: the micro-batches a rank takes per optimizer step (each epoch holds
         whole steps: `BucketBatchSampler`). `keep`: output_dir and the bytes one checkpoint takes there (rank 0),
         held back from the feature cache's room where the two share a disk: the fill took them, and the run was
-        refused after hours of encoding (the recipe checks again after the fill), not before."""
+        refused after hours of encoding (the recipe checks again after the fill), not before. `rows`: this stage's
+        rows as `stage_rows` read them (the recipe reads them before its model loads); None: read here."""
         self.cfg, self.model, self.d, self.log, self._keep = cfg, model, d, log, keep
         self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
         self.substituted = 0  # training batches whose every clip could not be decoded, replaced (`_replacement`)
         self.dev_unscored: set[tuple[str, ...]] = set()  # dev batches (their ids) whose every clip could not be
         #   decoded: left out of every evaluation, said once
-        if not any(cfg.manifests):
-            raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
-        self.main_task = Task(cfg.main_task)
+        self.main_task = _checked_task(cfg)
         mixed = mixes_text(cfg.tasks)
-        if mixed and self.main_task is Task.MT:
-            raise ConfigError("data.tasks: text-only mt joins a speech stage as a smaller share than its largest "
-                              "speech task; lower mt's weight")
-        uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
-        rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
+        uses_cache = _uses_cache(cfg, self.main_task)
+        rows = rows if rows is not None else stage_rows(cfg, d)
         # an imported reference model's own tags (<|cmn|>); read here: `evaluate` may be handed a DDP/FSDP wrapper
         self.tags = tags = dict(model.config.language_tags)
         train = weighted_by_kind(rows.train, cfg.train_weights, cfg.tasks, seed=cfg.seed)
@@ -506,6 +502,28 @@ def _transcribed(rows: list[Row], task: Task | Mapping[str, float], key: str, ma
                           "; fill them in, skip them (data.skip_bad=true), or train s2tt (speech -> translation "
                           "alone)")
     return rows
+
+
+def _checked_task(cfg: DataSection) -> Task:
+    """The stage's main task, once data.train names a manifest and a text-only mt share is the smaller one."""
+    if not any(cfg.manifests):
+        raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
+    main_task = Task(cfg.main_task)
+    if mixes_text(cfg.tasks) and main_task is Task.MT:
+        raise ConfigError("data.tasks: text-only mt joins a speech stage as a smaller share than its largest "
+                          "speech task; lower mt's weight")
+    return main_task
+
+
+def _uses_cache(cfg: DataSection, main_task: Task) -> bool:
+    return cfg.feature_cache is not None and main_task is not Task.MT
+
+
+def stage_rows(cfg: DataSection, d: Dist) -> StageRows:
+    """The stage's rows for `TrainingData`: read, checked row by row and hashed (with a feature cache) by rank 0
+    (`read_stage_rows`), received by every rank, or rank 0's error raised on every rank (`from_rank0`)."""
+    main_task = _checked_task(cfg)
+    return from_rank0(d, lambda: read_stage_rows(cfg, main_task, hashes=_uses_cache(cfg, main_task)))
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:

@@ -4,9 +4,9 @@
     torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-3b/asr.yaml   # DDP
     torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-32b/asr.yaml  # distributed: fsdp
 
-`Recipe.run` reads top-down: set-up (processes, device) -> model -> data -> optimizer / resume -> train (train step,
-evaluate, save checkpoint) -> save final/. The order is required; each step's docstring says what it needs first.
-Only rank 0 writes.
+`Recipe.run` reads top-down: set-up (processes, device; the manifests' rows checked) -> model -> data -> optimizer /
+resume -> train (train step, evaluate, save checkpoint) -> save final/. The order is required; each step's docstring
+says what it needs first. Only rank 0 writes.
 """
 
 import contextlib
@@ -26,7 +26,7 @@ from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint
 from .config import TrainConfig, _check_adapter_matches, load_config
-from .data import from_rank0, has_speech
+from .data import from_rank0, has_speech, stage_rows
 from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of, finished_state, quiet
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Parallel, all_max, all_sum, barrier, host_group, init_distributed, llm_device, on_main,
@@ -84,6 +84,7 @@ class Recipe(RunStops):
         self.agreed = False  # whether `find_resume` has agreed, on every rank, where the run starts
         self.start: tuple[str | None, str | None] = (None, None)  # final/'s INIT_RECORD: the folder the trained
         #   weights grew from and its weights' identity (rank 0's; `_check_settings`)
+        self.rows = None  # the manifests' rows (`read_rows`), until `setup_data` hands them to TrainingData
         self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
         #   the next log line
 
@@ -94,6 +95,7 @@ class Recipe(RunStops):
                 return self.out / FINAL
             self.setup_processes()  # 1. the frozen weights' dtype, seeds; the output folder locked
             self.find_resume()  # 1b. the newest intact checkpoint, its settings checked against this run's
+            self.read_rows()  # 1c. the manifests' rows, read and checked row by row (rank 0), before any model
             self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
             self.setup_data()  # 3. activation checkpointing, data (the whole encoder fills the feature cache), then
             #                       shard (FSDP) / wrap (DDP) the model
@@ -126,7 +128,8 @@ class Recipe(RunStops):
         this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
         ranks.on_every_rank(lambda: check_before_start(cfg, self.device, self.d.main, self.source), self.d.rank,
-                            self.d.world, host_group(self.d), name_rank=True)  # (rank 0 alone reads the manifests)
+                            self.d.world, host_group(self.d), name_rank=True)  # (rank 0 alone reads the manifests;
+        #   their rows: `read_rows`)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = quiet
@@ -176,6 +179,12 @@ class Recipe(RunStops):
         """Rank 0: this run's settings against the checkpoint's (`check_settings`); the start final/ records."""
         settings, self.start = check_settings(self.cfg, self.d.world, self.latest, self.log)
         return settings
+
+    def read_rows(self) -> None:
+        """The training and dev manifests' rows, read and checked row by row by rank 0 and received by every rank
+        (`data.stage_rows`; rank 0's error stops every rank), for `setup_data` to train on: a bad row was reported
+        once the model had loaded (minutes per rank at 7B/32B)."""
+        self.rows = stage_rows(self.cfg.data, self.d)
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
     def setup_model(self) -> None:
@@ -255,7 +264,9 @@ class Recipe(RunStops):
                      "recomputed in backward")
         self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation,
                                  accumulation=cfg.optim.accumulation,  # (self.room: rank 0's, known since the model)
-                                 keep=None if self.room is None else (self.out, self.room.total + checkpoint.ROOM))
+                                 keep=None if self.room is None else (self.out, self.room.total + checkpoint.ROOM),
+                                 rows=self.rows)  # (read by `read_rows`)
+        self.rows = None  # (TrainingData holds what it trains on)
         self.parallel.wrap()
         if self.parallel.sharded:
             held, whole = self.parallel.llm_numel()
