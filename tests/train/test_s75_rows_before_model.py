@@ -1,6 +1,7 @@
 """A stage's manifests are read and checked row by row before its model loads: `llm-srt train` with a manifest of bad
-rows built the whole model (minutes per rank at 7B/32B) and printed its parameter counts before "N bad row(s)". The
-rows read are the ones the stage trains on (read once)."""
+rows built the whole model (minutes per rank at 7B/32B) and printed its parameter counts before "N bad row(s)"; a
+curriculum whose later stage names such a manifest trained the stages before it first. The rows read are the ones
+the stage trains on (read once)."""
 
 import json
 import os
@@ -75,6 +76,24 @@ def test_the_rows_checked_first_are_the_ones_trained_on_read_once(tiny_setup, tm
     monkeypatch.setattr(training_data, "read_stage_rows", counted)
     assert cli.main(["train", *overrides(tiny_setup, tmp_path / "run", max_steps=1)]) == 0, capsys.readouterr().err
     assert reads == [True]
+
+
+def test_a_later_curriculum_stage_with_a_bad_row_stops_it_before_the_first_trains(tiny_setup, tmp_path, monkeypatch,
+                                                                                    capsys):
+    bad = tmp_path / "bad.jsonl"
+    said = _bad_manifest(tiny_setup, bad)
+    built = _no_model(monkeypatch)
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage, task in (("asr", "asr"), ("smt", "smt"), ("srt", "srt")):
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  tasks: {{{task}: 1.0}}\n"
+                                              f"output_dir: {tmp_path / stage}\nmax_steps: 1\n")
+    common = [o for o in overrides(tiny_setup, "x") if not o.startswith("output_dir")]
+    code = cli.main(["curriculum", str(folder), *common, f"srt:data.train={bad}"])
+    err = capsys.readouterr().err
+    assert code == 2 and built == [], (built, err[-2000:])
+    assert f"llm-srt curriculum: error: stage srt ({folder / 'srt.yaml'}): {said}" in err, err[-2000:]
+    assert not (tmp_path / "asr").exists() and not (tmp_path / "smt").exists()
 
 
 @pytest.mark.long(20)

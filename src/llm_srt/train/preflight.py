@@ -5,13 +5,14 @@ a batch may leave trained parameters unused."""
 from __future__ import annotations
 
 import shlex
+import warnings
 from pathlib import Path
 
 import torch
 
 from .. import device as device_lib
 from .. import paths
-from ..errors import ConfigError, first_few
+from ..errors import ConfigError, LLMSRTError, first_few
 from ..prompts import Task
 from . import checkpoint, resume
 from .config import TrainConfig
@@ -43,7 +44,7 @@ def skips_trained(cfg: TrainConfig) -> bool:
 
 
 def check_before_start(cfg: TrainConfig, device: torch.device | None = None, manifests: bool = True,
-                       source: str | None = None) -> None:
+                       source: str | None = None, rows: bool = True) -> None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
     writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
@@ -51,13 +52,14 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
     first trains: a typo in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale).
     `manifests`: check data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold
     them). `source`: the stage's YAML, which the precision error names (a curriculum names each stage's file before
-    its errors)."""
+    its errors). `rows`: with `manifests`, read and check their rows too (`_check_rows`: a curriculum's stages; the
+    recipe reads a stage's rows once, before its model, to train on them)."""
     use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="), source)
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
     named = [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)] if manifests else []
-    if missing := [(key, m) for key, m in named if m and not Path(m).exists()]:  # (read, and checked row by row,
-        raise ConfigError(_missing_manifests(missing, len(cfg.data.manifests)))  # once the model is built)
+    if missing := [(key, m) for key, m in named if m and not Path(m).exists()]:  # (their rows: `_check_rows`)
+        raise ConfigError(_missing_manifests(missing, len(cfg.data.manifests)))
     for key, manifest in named:
         if manifest and Path(manifest).is_dir():
             raise ConfigError(f"{key}: {manifest}: a folder, not a manifest; name its .jsonl file (e.g. "
@@ -76,6 +78,22 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
     if not is_finished(out) or done is not None and done < cfg.max_steps:  # it resumes (a finished run whose
         #   settings differ is the recipe's to refuse, or with allow_changes to take as it is)
         _check_same_seed(cfg, out)
+    if manifests and rows and not cfg.data.skip_bad and not (done is not None and done >= cfg.max_steps):
+        _check_rows(cfg)  # (a finished stage reads none; data.skip_bad refuses no row)
+
+
+def _check_rows(cfg: TrainConfig) -> None:
+    """The stage's manifests read and checked row by row as it will read them (`read_stage_rows`, no audio hashed),
+    then let go: it reads them again at its turn, and gives their warnings then. A ConfigError, which a curriculum
+    names the stage before: a bad row of its SRT stage stopped it once the ASR and SMT stages had trained."""
+    from .data import read_stage_rows
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            read_stage_rows(cfg.data, Task(cfg.data.main_task), hashes=False)
+        except LLMSRTError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _missing_manifests(missing: list[tuple[str, str]], total: int, shown: int = 3) -> str:

@@ -127,9 +127,9 @@ class Recipe(RunStops):
         one line and left the others in a collective, a transport traceback or a hang), the frozen weights' dtype on
         this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        ranks.on_every_rank(lambda: check_before_start(cfg, self.device, self.d.main, self.source), self.d.rank,
-                            self.d.world, host_group(self.d), name_rank=True)  # (rank 0 alone reads the manifests;
-        #   their rows: `read_rows`)
+        ranks.on_every_rank(lambda: check_before_start(cfg, self.device, self.d.main, self.source, rows=False),
+                            self.d.rank, self.d.world, host_group(self.d), name_rank=True)  # (rank 0 alone reads the
+        #   manifests; their rows: `read_rows`)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = quiet
