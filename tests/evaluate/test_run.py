@@ -1053,7 +1053,8 @@ def test_a_model_that_is_neither_a_baseline_nor_a_model_folder_is_refused_before
     # folders' re-pointed folders
     config = json.loads((model_dir / "config.json").read_text())
     run.check_models({"c": "cascade", "ckpt": str(checkpoint)}, config["encoder"], config["llm"])
-    with pytest.raises(LLMSRTError, match=r"^--encoder .*typo: no such folder"):
+    with pytest.raises(LLMSRTError, match=r"^--model ckpt: the encoder given, .*typo \(not a Hugging Face Whisper "
+                                          r"folder: no such folder\)"):
         run.check_models({"c": "cascade", "ckpt": str(checkpoint)}, config["encoder"], config["llm"],
                          encoder=str(tmp_path / "typo"))
 
@@ -1121,19 +1122,19 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
 
     (folder / "config.json").write_text(json.dumps(config | {"llm": str(gone / "llm")}))
     cases = [({}, rf"^--model tiny: {re.escape(str(folder / 'config.json'))} names the llm "
-                  rf"{re.escape(str(gone / 'llm'))}: no such folder; a model folder moved to another machine: give its "
-                  "LLM where it is now with --model-llm$"),
-             ({"llm": str(moved["llm"])}, "names the llm .* with --model-llm$"),  # --llm: the baselines' LLM alone
-             ({"model_llm": str(gone / "typo")}, rf"^--model-llm {re.escape(str(gone / 'typo'))}: no such folder; "
-                                                 "--model tiny loads its LLM from it: give the Hugging Face model "
-                                                 "folder it was trained with, where it is now$")]
+                  rf"{re.escape(str(gone / 'llm'))} \(not a Hugging Face model folder: no such folder\); a model "
+                  r"folder moved to another machine: give its llm where it is now \(.*--model-llm of evaluate;"),
+             ({"llm": str(moved["llm"])}, "names the llm .* --model-llm of evaluate;"),  # --llm: the baselines' LLM
+             ({"model_llm": str(gone / "typo")}, rf"^--model tiny: the llm given, {re.escape(str(gone / 'typo'))} "
+                                                 r"\(not a Hugging Face model folder: no such folder\); give its llm "
+                                                 "where it is now")]
     for folders, match in cases:
         with pytest.raises(LLMSRTError, match=match):
             evaluate("o", **folders)
     (folder / "config.json").write_text(json.dumps(config | {"encoder": str(gone / "whisper"),
                                                              "llm": str(gone / "llm")}))
-    with pytest.raises(LLMSRTError, match=r"names the encoder .*: give its Whisper encoder where it is now with "
-                                          r"--encoder$"):
+    with pytest.raises(LLMSRTError, match=r"names the encoder .*: no such folder\); a model folder moved to another "
+                                          r"machine: give its encoder where it is now \(--encoder of translate"):
         evaluate("o", model_llm=str(moved["llm"]))
     with pytest.raises(LLMSRTError, match=r"^--encoder: re-points a model folder's encoder, and no --model to decode "
                                           r"is a model folder; leave it out \(a baseline's folders: --whisper, "):

@@ -9,6 +9,7 @@ import inspect
 import os
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..data.manifest import Row
 from ..errors import LLMSRTError
@@ -154,7 +155,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
     read as `SpeechLLM.from_pretrained` reads it: a folder moved to another machine), --encoder / --model-llm with no
     model folder to run, and a baseline's --whisper / --llm folder (or the embedded one) that is not there: found
     when that system's turn came, each stopped the run after every earlier system had decoded, with no report."""
-    from ..model.speech_llm import CONFIG_FILE, read_config
+    from ..model.speech_llm import read_config
 
     repointed = {"encoder": encoder, "llm": model_llm}
     if any(repointed.values()) and all(spec in SYSTEMS for spec in run_now.values()):
@@ -174,20 +175,13 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
                 meta = read_config(folder)
             except LLMSRTError as e:
                 raise LLMSRTError(f"--model {name}: {e}") from None
-            for kind, option in MODEL_FOLDER_OPTIONS.items():
-                if not repointed[kind] and not isinstance(meta[kind], str):
-                    continue  # a damaged config.json: loading says what is wrong with it
-                value = repointed[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
-                base, why = _model_folder(name, value, kind, option)
-                if why is None:
-                    continue
-                what = "Whisper encoder" if kind == "encoder" else "LLM"
-                if repointed[kind]:
-                    raise LLMSRTError(f"{option} {value}: {why}; --model {name} loads its {what} from it: give the "
-                                      "Hugging Face model folder it was trained with, where it is now")
-                raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}"
-                                  + (f"; a model folder moved to another machine: give its {what} where it is now "
-                                     f"with {option}" if not base.exists() else f"; give its {what} with {option}"))
+            values = {kind: repointed[kind] or (checkpoint_relative(folder, meta[kind]) if isinstance(meta[kind], str)
+                                                else meta[kind])  # as from_pretrained reads it (not a string: a
+                      for kind in MODEL_FOLDER_OPTIONS}  # damaged config.json, loading says what is wrong with it)
+            try:  # every folder not there named in one error with its option, as translate and serve say it
+                folders.check_model_folders(folder, SimpleNamespace(**values), {k for k, v in repointed.items() if v})
+            except LLMSRTError as e:
+                raise LLMSRTError(f"--model {name}: {e}") from None
         for kind, given in baseline_folders(spec, whisper, llm).items():
             folder, why = _model_folder(name, given or EMBEDDED, "encoder" if kind == "whisper" else "llm", f"--{kind}")
             if why is not None:
