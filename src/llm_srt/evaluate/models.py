@@ -7,6 +7,7 @@ on (`mt_system`). Running them is run.py's.
 
 import inspect
 import os
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from types import SimpleNamespace
 from ..data.manifest import Row
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, checkpoint_relative, cwd_note, resolve_model
-from ..model import folders
+from ..model import folders, gguf_llm
 from ..model.systems import SYSTEMS, SpeechLLMSystem, TextMTSystem
 from .report import UtteranceResult, check_languages, load_results
 
@@ -155,7 +156,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
     read as `SpeechLLM.from_pretrained` reads it: a folder moved to another machine), --encoder / --model-llm with no
     model folder to run, and a baseline's --whisper / --llm folder (or the embedded one) that is not there: found
     when that system's turn came, each stopped the run after every earlier system had decoded, with no report."""
-    from ..model.speech_llm import read_config
+    from ..model.speech_llm import CONFIG_FILE, read_config
 
     repointed = {"encoder": encoder, "llm": model_llm}
     if any(repointed.values()) and all(spec in SYSTEMS for spec in run_now.values()):
@@ -178,6 +179,12 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
             values = {kind: repointed[kind] or (checkpoint_relative(folder, meta[kind]) if isinstance(meta[kind], str)
                                                 else meta[kind])  # as from_pretrained reads it (not a string: a
                       for kind in MODEL_FOLDER_OPTIONS}  # damaged config.json, loading says what is wrong with it)
+            for kind, value in values.items():
+                option = MODEL_FOLDER_OPTIONS[kind]
+                if isinstance(value, str) and (why := _a_file(Path(value), kind, option)):
+                    raise LLMSRTError(f"{option} {value}: {why} (--model {name} loads its {_what(kind)} from it)"
+                                      if repointed[kind] else
+                                      f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}")
             try:  # every folder not there named in one error with its option, as translate and serve say it
                 folders.check_model_folders(folder, SimpleNamespace(**values), {k for k, v in repointed.items() if v})
             except LLMSRTError as e:
@@ -191,15 +198,36 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
                                   f"folder, or leave --{kind} out for the embedded one")
 
 
+def _what(kind: str) -> str:
+    return "Whisper encoder" if kind == "encoder" else "LLM"
+
+
+def _a_file(path: Path, kind: str, option: str) -> str | None:
+    """What is wrong with `path` as a `kind` (encoder | llm) folder where it is a file (None where it is not): a GGUF
+    file to convert (by its magic, as `load_llm` tells one), or another file. `option`: what gives the folder."""
+    if not path.is_file():
+        return None
+    if kind == "llm":
+        with suppress(OSError):  # unreadable: a file all the same
+            if gguf_llm.magic(path) == gguf_llm.GGUF_MAGIC:
+                return (f"a GGUF file, not a Hugging Face model folder; run `llm-srt convert gguf {path} OUT`, then "
+                        f"give {option} OUT")
+    return (f"a file, not a Hugging Face {'Whisper' if kind == 'encoder' else 'model'} folder; give {option} the "
+            "folder")
+
+
 def _model_folder(name: str, value: str, kind: str, option: str) -> tuple[Path, str | None]:
     """`value`, a model folder or "embedded", as the folder of a `kind` (encoder | llm) that --model `name` loads
-    (`option` gives another), and what is wrong with it: None where it has its config.json."""
+    (`option` gives another), and what is wrong with it: None where it has its config.json; a file (a GGUF one: the
+    conversion that makes its folder, `_a_file`) is refused here."""
     try:
         folder = Path(resolve_model(value, kind))
     except LLMSRTError as e:  # the embedded model, not converted
         raise LLMSRTError(f"--model {name}: {e}, or give {option}") from None
     if (folder / "config.json").is_file():
         return folder, None
+    if why := _a_file(folder, kind, option):
+        raise LLMSRTError(f"{option} {value}: {why} (--model {name} loads its {_what(kind)} from it)")
     return folder, ("no such folder" if not folder.exists() else "no config.json") + cwd_note(folder)
 
 
