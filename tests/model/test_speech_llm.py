@@ -584,8 +584,9 @@ def test_loading_with_other_frozen_weights_of_the_same_shape_says_so(tmp_path):
         SpeechLLM.from_pretrained(folder, llm=str(other))
     assert [str(w.message) for w in caught if "trained with other" in str(w.message)] == [
         f"{folder}: trained with other llm weight files than {other} holds (another model "
-        "of the same shape, or the same one in another format); point llm= at the model it was trained with, or its "
-        "outputs are not the trained model's"]
+        "of the same shape, or the same one in another format); give the llm it was trained with (--llm of translate "
+        "and serve, --model-llm of evaluate; model.llm in a training config), or its outputs are not the trained "
+        "model's"]
     random = SpeechLLM(model.config, weights=False).save_pretrained(tmp_path / "random")
     assert json.loads((random / "config.json").read_text())["frozen_weights"] == {"encoder": None, "llm": None}
 

@@ -14,8 +14,9 @@ def test_other_frozen_weights_are_warned_of_under_the_commands_name(tmp_path, ca
     write_wav(tmp_path / "a.wav", tiny.tone(1.0, 300))
     argv = ["translate", str(tmp_path / "a.wav"), "--model", str(folder), "--src", "eng", "--tgt", "deu"]
     said = [f"llm-srt translate: warning: {folder}: trained with other llm weight files than {other} holds (another "
-            "model of the same shape, or the same one in another format); point llm= at the model it was trained "
-            "with, or its outputs are not the trained model's"]
+            "model of the same shape, or the same one in another format); give the llm it was trained with (--llm of "
+            "translate and serve, --model-llm of evaluate; model.llm in a training config), or its outputs are not "
+            "the trained model's"]
     for _ in range(2):  # every load says so
         cli.main([*argv, "--llm", str(other)])
         err = capsys.readouterr().err

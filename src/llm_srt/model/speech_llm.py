@@ -29,7 +29,7 @@ from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .checkpoint_config import CHECKPOINT_FORMAT, SpeechLLMConfig, read_config  # (callers import the last two from
 #   here)
-from .folders import CONFIG_FILE, check_model_folders
+from .folders import CONFIG_FILE, MODEL_FOLDER_OPTIONS, check_model_folders
 from .decoding import DecodingOptions, OnEnd, PartStart, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears
@@ -438,8 +438,10 @@ class SpeechLLM(nn.Module):
         for kind, now in model.frozen_weights().items() if isinstance(saved, dict) else ():
             if saved.get(kind) and now and saved[kind] != now:
                 warn_each_time(f"{directory}: trained with other {kind} weight files than {getattr(config, kind)} "
-                               "holds (another model of the same shape, or the same one in another format); point "
-                               f"{kind}= at the model it was trained with, or its outputs are not the trained model's")
+                               "holds (another model of the same shape, or the same one in another format); give the "
+                               f"{kind} it was trained with ({MODEL_FOLDER_OPTIONS[kind][0]} of translate and serve, "
+                               f"{MODEL_FOLDER_OPTIONS[kind][1]} of evaluate; model.{kind} in a training config), or "
+                               "its outputs are not the trained model's")
         model.load_trainable(directory, lora=merged)  # LoRA kept apart (not float32): the weights already read
         model.quantize_adapter()
         return model.eval()  # as transformers' from_pretrained: the adapter's and LoRA's dropout off (recipe trains)
