@@ -118,7 +118,7 @@ def test_shard_deals_similar_audio_to_every_rank():
 def test_asr_task_transcribes_each_clip_once():
     rows = [row("1-ed", "a.wav", "eng", "deu"), row("1-ez", "a.wav", "eng", "zho"), row("1-asr", "a.wav", "eng", ""),
             row("2-ed", "b.wav", "eng", "deu")]
-    assert [r.id for r in run.select_rows(rows, Task.ASR)] == ["1-ed", "2-ed"]
+    assert [r.id for r in run.select_rows(rows, Task.ASR)] == ["1-asr", "2-ed"]  # a clip's ASR row where it has one
     assert run.select_rows(rows, Task.SRT) == [rows[0], rows[1], rows[3]]  # 1-ed gives 1-asr's transcript
     assert run.row_task(rows[0], Task.ASR) is Task.ASR and run.row_task(rows[2], Task.SMT) is Task.ASR
     assert run.row_task(rows[0], Task.SMT) is Task.SMT
@@ -350,7 +350,7 @@ def test_with_mt_under_the_asr_task_translates_every_direction_of_a_clip(oracle,
     write_manifest(tmp_path / "two.jsonl", rows)
     report = run.evaluate({"flaky": "flaky"}, tmp_path / "two.jsonl", tmp_path / "r", task="asr", options=OPTS,
                           batch_size=4, with_mt=True, placement=CPU, log=lambda *_: None)
-    assert [h.id for h in load_results(tmp_path / "r" / "hyps.flaky.jsonl")] == ["0-ed", "1-ed"]  # each clip once
+    assert [h.id for h in load_results(tmp_path / "r" / "hyps.flaky.jsonl")] == ["0-asr", "1-asr"]  # each clip once
     mt = load_results(tmp_path / "r" / "mt.flaky.jsonl")
     assert [h.id for h in mt] == ["0-ed", "0-ez", "1-ed", "1-ez"]  # one per translation row, in manifest order
     assert {(h.src, h.tgt) for h in mt} == {("eng", "deu"), ("eng", "zho")} and not any(h.error for h in mt)
@@ -652,13 +652,14 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
                        batch_size=4, placement=CPU, log=lines.append, significance=200)
     assert asr.comparisons == () and all(s.asr for s in asr.systems) and not asr.directions
     assert "no rows with a reference translation: no paired BLEU test between the systems" in lines
-    assert [(n, vs, lang) for n, vs, lang, _ in asr.transcript_comparisons] == [("gold", "flaky", "eng"),
-                                                                              ("gold", "flaky", "deu")]
+    assert [(n, vs, lang) for n, vs, lang, _ in asr.transcript_comparisons] == [("gold", "flaky", "deu"),
+                                                                              ("gold", "flaky", "eng")]
+    #   (in the order of the rows run: clip 0's deu->eng row, then its eng ASR row)
     assert "transcript WER / CER, lower is better" in "\n".join(lines)
     three = run.evaluate({"flaky": "flaky", "gold": "gold", "gold2": "gold"}, manifest, tmp_path / "3", task="asr",
                          options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None, significance=200)
     assert [(n, vs, lang) for n, vs, lang, _ in three.transcript_comparisons] == [
-        ("gold", "flaky", "eng"), ("gold2", "flaky", "eng"), ("gold", "flaky", "deu"), ("gold2", "flaky", "deu")]
+        ("gold", "flaky", "deu"), ("gold2", "flaky", "deu"), ("gold", "flaky", "eng"), ("gold2", "flaky", "eng")]
     loaded = []  # too few resamples is an error before any system is loaded or decoded, not after
     monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: loaded.append(name) or Oracle(placement))
     with pytest.raises(LLMSRTError, match="at least 20 are needed"):
@@ -1177,6 +1178,6 @@ def test_limit_with_a_manifest_keeps_a_results_files_rows_among_the_first_n_deco
                                for r in read_manifest(manifest)])
     alone = run.evaluate({"old": old}, elsewhere, tmp_path / "c", limit=6, log=lambda *_: None)
     ids = [h.id for h in load_results(tmp_path / "b" / "hyps.old.jsonl")]
-    assert ids == ["0-ed", "0-de", "1-ed", "1-de"]  # clips 0 and 1 in each source language
+    assert ids == ["0-de", "0-asr", "1-de", "1-asr"]  # clips 0 and 1 in each source language (eng: its ASR row)
     assert [h.id for h in load_results(tmp_path / "c" / "hyps.old.jsonl")] == ids
     assert beside.systems[1].n_rows == alone.systems[0].n_rows == 4

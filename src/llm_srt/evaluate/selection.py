@@ -14,14 +14,19 @@ def row_task(row: Row, task: Task) -> Task:
 
 def select_rows(rows: list[Row], task: Task) -> list[Row]:
     """The rows to run, those a score takes: for --task asr one row per (audio, source language), since every
-    direction of an N-way manifest repeats the same clip and its transcript; under a task that writes the transcript
+    direction of an N-way manifest repeats the same clip and its transcript: its transcript-only (ASR) row where it
+    has one (a translation row's id, "s1:deu", named an ASR result), else its first; under a task that writes the transcript
     beside the translation (SRT, ASR+SMT), every row but the transcript-only (ASR) rows of a source language that has
     rows of that task with a reference transcript: its WER/CER is theirs (`report.transcript_rows`, as the paper
     scores it), so those ASR rows were decoded for no score (half the rows of a CoVoST test manifest). Under other
     tasks (S2TT, SMT), all of them."""
     if task is Task.ASR:
-        seen: set[tuple[str, str]] = set()
-        return [r for r in rows if (r.audio, r.src_lang) not in seen and not seen.add((r.audio, r.src_lang))]
+        chosen: dict[tuple[str, str], Row] = {}
+        for r in rows:
+            if (r.audio, r.src_lang) not in chosen or r.is_asr and not chosen[r.audio, r.src_lang].is_asr:
+                chosen[r.audio, r.src_lang] = r
+        kept = {id(r) for r in chosen.values()}
+        return [r for r in rows if id(r) in kept]
     if not task.writes_transcript:
         return rows
     given = {r.src_lang for r in rows if not r.is_asr and r.transcript}
