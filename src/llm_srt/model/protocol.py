@@ -76,7 +76,8 @@ def check_item(item: Item) -> None:
         raise AudioError(f"audio of {len(item.audio) / SAMPLE_RATE:.1f} s is longer than Whisper's {WINDOW_SECONDS} s "
                          "window; segment long audio first (llm_srt.segment.segment; `llm-srt translate` does)")
     if item.task in (Task.SMT, Task.MT) and not item.transcript.strip():
-        raise LLMSRTError(f"task {item.task.value} needs a transcript (--transcript)")
+        raise LLMSRTError(f"task {item.task.value} needs a transcript (translate's --transcript; an evaluation "
+                          "manifest row's \"transcript\")")  # (evaluate runs SMT and --with-mt's MT from its rows)
     if item.task in (Task.SMT, Task.MT) and (found := markup_in(item.transcript)):
         raise LLMSRTError(f"the transcript holds {found!r}, which the tokenizer reads as its special token, not as "
                           "text (an end or a language switch in the prompt); remove it from the transcript")
