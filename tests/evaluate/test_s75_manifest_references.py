@@ -64,3 +64,14 @@ def test_a_results_row_the_manifest_lacks_is_refused(tmp_path):
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(hyps))}: row 's9:deu' is not in --manifest "):
         run.evaluate({"x": str(hyps)}, _manifest(tmp_path / "m.jsonl", True), tmp_path / "o", log=lambda *_: None)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_row_skip_bad_left_out_of_the_manifest_is_named_so(tmp_path):
+    hyps = _hyps(tmp_path / "hyps.x.jsonl")
+    manifest = _manifest(tmp_path / "m.jsonl", True)
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace('"tgt_lang": "deu", "translation": "Der Hund',
+                                                                      '"tgt_lang": "xx", "translation": "Der Hund'),
+                        encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=r"row 's2:deu' is not in --manifest .*m.jsonl \(--skip-bad skipped 1 bad "
+                                          r"rows of it, or a results file of another test set\?\)"):
+        run.evaluate({"x": str(hyps)}, manifest, tmp_path / "o", skip_bad=True, log=lambda *_: None)

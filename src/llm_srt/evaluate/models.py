@@ -96,13 +96,13 @@ def limited(runs: list[list[UtteranceResult]], model: str, rows: list[Row] | Non
     return cut
 
 
-def against_manifest(runs: list[list[UtteranceResult]], model: str, rows: list[Row],
-                     manifest: str | Path) -> tuple[list[list[UtteranceResult]], list[str]]:
+def against_manifest(runs: list[list[UtteranceResult]], model: str, rows: list[Row], manifest: str | Path,
+                     skipped: int = 0) -> tuple[list[list[UtteranceResult]], list[str]]:
     """A results-file model's runs scored against --manifest's references, not those the file holds (it keeps the
     ones it was decoded against: a reference corrected since was scored unsaid as it was): each row's reference
     transcript and translation from the manifest row of its id, as a decoded row takes them (`run._result`); and the
     ids of the rows whose stored references differed. A row whose id the manifest lacks, or of other languages than
-    its row, is refused before any decoding."""
+    its row, is refused before any decoding (`skipped`: the bad rows --skip-bad left out of `rows`)."""
     by_id = {r.id: r for r in rows}
     replaced, differed = [], []
     for part, run in zip(model.split(","), runs):
@@ -110,9 +110,10 @@ def against_manifest(runs: list[list[UtteranceResult]], model: str, rows: list[R
         for r in run:
             row = by_id.get(r.id)
             if row is None:
-                raise LLMSRTError(f"{part}: row {r.id!r} is not in --manifest {manifest} (a results file of another "
-                                  "test set?); give the manifest it was decoded from, or leave --manifest out to "
-                                  "score the references the file holds")
+                raise LLMSRTError(f"{part}: row {r.id!r} is not in --manifest {manifest} ("
+                                  + (f"--skip-bad skipped {skipped} bad rows of it, or " if skipped else "")
+                                  + "a results file of another test set?); give the manifest it was decoded from, or "
+                                  "leave --manifest out to score the references the file holds")
             asr = r.task == "asr" or row.is_asr  # a transcript: no reference translation (its tgt is its source)
             if r.src != row.src_lang or not asr and r.tgt != row.tgt_lang:
                 raise LLMSRTError(f"{part}: row {r.id!r} is {r.src}->{r.tgt}, but --manifest {manifest} has it as "

@@ -247,10 +247,10 @@ def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> tuple
     return rows, n, tuple(skipped)
 
 
-def _against(name: str, runs: list[list[UtteranceResult]], model: str, rows: list[Row], manifest, log
-             ) -> list[list[UtteranceResult]]:
+def _against(name: str, runs: list[list[UtteranceResult]], model: str, rows: list[Row], manifest, skipped: int,
+             log) -> list[list[UtteranceResult]]:
     """`against_manifest`, and one line saying how many of the file's rows held other references."""
-    runs, differed = against_manifest(runs, model, rows, manifest)
+    runs, differed = against_manifest(runs, model, rows, manifest, skipped)
     if differed:
         log(f"{name}: {counted(len(differed), 'row')} of {sum(map(len, runs))} held other references than --manifest "
             f"{manifest} ({first_few(differed, 3, counted=False)}); scored against the manifest's")
@@ -340,7 +340,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                                                             limit, manifest) for name, runs in loaded.items()}),
                        rank, size, _group[0])
     if manifest is not None and len(run_now) < len(models):  # the manifest's references, not those a file holds
-        from_rank0(lambda: loaded.update({name: _against(name, runs, models[name], rows, manifest, log)
+        from_rank0(lambda: loaded.update({name: _against(name, runs, models[name], rows, manifest, n_skipped, log)
                                           for name, runs in loaded.items()}), rank, size, _group[0])
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
