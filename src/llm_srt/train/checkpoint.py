@@ -496,51 +496,64 @@ def _hashable(key: Any) -> Any:
 
 
 # ---- one run per output folder --------------------------------------------------------------------------------------
-ROOM = 64 << 20  # beside a checkpoint's tensors: its trainer state's JSON, the logs, TensorBoard (all that
-#   `check_writable` asks for before the model, and so a checkpoint's size, is known)
+# What a run writes beside a checkpoint's tensors (weights and AdamW's moments), measured on a 2.5M-parameter
+#   adapter's checkpoint (29.2 MiB on disk, its tensors 29.1 MiB) and logs, each with room to spare:
+STATE_FILES = 64 << 10  # config.json, checksums.json, index.json, state.json's settings, file-system blocks (~20 KiB)
+STATE_PER_RANK = 32 << 10  # each rank's RNG states in the trainer state, JSON and tensors (~20 KiB)
+STATE_PER_TENSOR = 512  # each trainable tensor's AdamW step and its safetensors header entries (~350 B)
+LOG_PER_STEP = 2 << 10  # a logged step's train_log.jsonl line and TensorBoard events (~1.3 KiB)
+LOG_ROOM = 1 << 20  # asked for the logs before the first checkpoint (at least), and before the model is built
 ADAM_MOMENTS = 2  # AdamW's exp_avg and exp_avg_sq: a float32 tensor each per trainable weight
 
 
 @dataclass(frozen=True)
 class CheckpointSize:
-    """What one checkpoint of a run writes (`checkpoint_size`), in bytes, besides ROOM."""
+    """What one checkpoint of a run writes (`checkpoint_size`), in bytes."""
     weights: int  # the weights it saves: the whole adapter, LoRA and CTC head, frozen or not
     moments: int  # AdamW's moments of the trainable ones
     trainable: int  # trainable parameters (a count)
     frozen: int  # of `weights`, those that do not train (a frozen adapter under trainable: [lora])
+    state: int = 0  # the rest of its trainer state and small files (STATE_*)
 
     @property
     def total(self) -> int:
-        return self.weights + self.moments
+        return self.weights + self.moments + self.state
 
 
-def checkpoint_size(params: list[torch.nn.Parameter], saved: dict | None = None) -> CheckpointSize:
+def checkpoint_size(params: list[torch.nn.Parameter], saved: dict | None = None, ranks: int = 1) -> CheckpointSize:
     """The size of one checkpoint of trainable `params` whose model saves `saved` (in `SpeechLLM.trainable_state`'s
-    form; default: `params` alone): a frozen adapter is saved whole beside the LoRA that trains."""
+    form; default: `params` alone) on `ranks` ranks: a frozen adapter is saved whole beside the LoRA that trains."""
     own = sum(p.numel() * p.element_size() for p in params)
     weights = own if saved is None else sum(t.numel() * t.element_size() for group in saved.values()
                                             for t in (group or {}).values())
     return CheckpointSize(weights=weights, moments=ADAM_MOMENTS * own,  # in each parameter's own dtype
-                          trainable=sum(p.numel() for p in params), frozen=max(0, weights - own))
+                          trainable=sum(p.numel() for p in params), frozen=max(0, weights - own),
+                          state=STATE_FILES + STATE_PER_RANK * ranks + STATE_PER_TENSOR * len(params))
 
 
-def check_room(folder: Path, size: CheckpointSize, keep_last: int, when: str = "") -> None:
+def log_room(save_every: int, log_every: int) -> int:
+    """The room the logs take until a checkpoint is written: a line and TensorBoard's events per logged step."""
+    return max(LOG_ROOM, LOG_PER_STEP * (save_every // max(1, log_every) + 1))
+
+
+def check_room(folder: Path, size: CheckpointSize, keep_last: int, when: str = "", margin: int = LOG_ROOM) -> None:
     """Fail before the first step if `folder` has no room for one checkpoint of `size` (the paper's 3B adapter,
-    73.7M, with AdamW's moments: ~843 MiB): the 64 MiB asked before the model was built let a nearly full disk
-    through, and training died at the first save, save_every steps (hours) in, with nothing to resume from. `when`:
-    what the free space is measured after (the feature cache's fill, on the same disk maybe). One checkpoint, not
-    keep_last + 1: a later save that finds no room keeps the ones before it (`save`), and the run resumes from them
-    once space is freed."""
+    73.7M, with AdamW's moments: ~843 MiB) and `margin` beside it (`log_room`: the logs written until it is): the
+    64 MiB asked before the model was built let a nearly full disk through, and training died at the first save,
+    save_every steps in, with nothing to resume from. `when`: what the free space is measured after (the feature
+    cache's fill, on the same disk maybe). One checkpoint, not keep_last + 1: the checkpoints on disk already hold
+    their room (a save writes one more, then removes the oldest past keep_last), a later save that finds no room
+    keeps the ones before it (`save`), and the run resumes from them once space is freed."""
     free = shutil.disk_usage(folder).free
-    if free < size.total + ROOM:
-        held = (keep_last + 1) * size.total + ROOM
+    if free < size.total + margin:
+        held = (keep_last + 1) * size.total
         beside = f", and {size.frozen / 2**20:.0f} MiB of frozen weights saved with them" if size.frozen >= 1 << 20 \
             else ""
         raise LLMSRTError(f"{folder}: {free / 2**20:.0f} MiB free{when}, and one checkpoint of this run needs about "
-                          f"{(size.total + ROOM) / 2**20:.0f} MiB ({size.trainable / 1e6:.1f}M trainable parameters "
-                          f"with AdamW's {ADAM_MOMENTS} moments{beside}); free space or choose another output_dir "
-                          f"(keep_last {keep_last} holds about {held / 2**20:.0f} MiB while the next checkpoint is "
-                          "written)")
+                          f"{size.total / 2**20:.0f} MiB ({size.trainable / 1e6:.1f}M trainable parameters with "
+                          f"AdamW's {ADAM_MOMENTS} moments{beside}) and its logs about {margin / 2**20:.0f} MiB until "
+                          f"then; free space or choose another output_dir (keep_last {keep_last} holds about "
+                          f"{held / 2**20:.0f} MiB of checkpoints while the next one is written)")
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:
@@ -556,5 +569,6 @@ def check_writable(folder: Path, need_bytes: int = 0) -> None:
             from None
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
-        raise LLMSRTError(f"{folder}: only {free / 2**20:.0f} MiB free, a checkpoint needs about "
-                          f"{need_bytes / 2**20:.0f} MiB; free space or choose another output_dir")
+        raise LLMSRTError(f"{folder}: only {free / 2**20:.0f} MiB free, less than the {need_bytes / 2**20:.0f} MiB "
+                          "a run's logs take before its first checkpoint (whose own size is checked once the model "
+                          "is built); free space or choose another output_dir")

@@ -148,7 +148,7 @@ class Recipe(RunStops):
         np.random.seed(cfg.seed)
 
     def _claim_output(self) -> RunLock:
-        checkpoint.check_writable(self.out, need_bytes=64 << 20)
+        checkpoint.check_writable(self.out, need_bytes=checkpoint.LOG_ROOM)  # (a full disk, before the model)
         lock = RunLock(self.out).acquire()
         for leftover in paths.atomic_dir_leftovers(self.out / FINAL):  # a killed write of final/: the trained
             shutil.rmtree(leftover, ignore_errors=True)  # weights' size each, kept for ever (the lock is ours)
@@ -245,8 +245,12 @@ class Recipe(RunStops):
     def _check_room(self) -> None:
         """Rank 0: room in output_dir for one checkpoint: what it saves (a frozen adapter under trainable: [lora]
         too) and the trainable weights' AdamW moments; its size kept for the check after the feature cache's fill."""
-        self.room = checkpoint.checkpoint_size(self.model.trainable_parameters(), self.model.trainable_state())
-        checkpoint.check_room(self.out, self.room, self.cfg.keep_last)
+        self.room = checkpoint.checkpoint_size(self.model.trainable_parameters(), self.model.trainable_state(),
+                                               ranks=self.d.world)
+        checkpoint.check_room(self.out, self.room, self.cfg.keep_last, margin=self._log_room())
+
+    def _log_room(self) -> int:
+        return checkpoint.log_room(self.cfg.save_every, self.cfg.log_every)
 
     # ---- 3. data ----------------------------------------------------------------------------------------------------
     def setup_data(self) -> None:
@@ -264,7 +268,7 @@ class Recipe(RunStops):
                      "recomputed in backward")
         self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation,
                                  accumulation=cfg.optim.accumulation,  # (self.room: rank 0's, known since the model)
-                                 keep=None if self.room is None else (self.out, self.room.total + checkpoint.ROOM),
+                                 keep=None if self.room is None else (self.out, self.room.total + self._log_room()),
                                  rows=self.rows)  # (read by `read_rows`)
         self.rows = None  # (TrainingData holds what it trains on)
         self.parallel.wrap()
@@ -276,7 +280,7 @@ class Recipe(RunStops):
         #   home folder, beside runs/) took what its own check left, and the first save failed save_every steps in
         when = " now that the feature cache is filled (data.feature_cache may share this disk)" \
             if self.data.cache is not None else ""
-        on_main(d, lambda: checkpoint.check_room(self.out, self.room, cfg.keep_last, when))
+        on_main(d, lambda: checkpoint.check_room(self.out, self.room, cfg.keep_last, when, self._log_room()))
 
     # ---- 4. optimizer / resume --------------------------------------------------------------------------------------
     def setup_optimizer(self) -> None:
