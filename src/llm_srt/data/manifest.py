@@ -89,6 +89,13 @@ class PackedRows(PackedList):
         return Row(*fields)
 
 
+NOT_A_MANIFEST = ("a manifest is JSON-lines text, one row a line naming an audio file and its transcript and "
+                  "translation (README, Data); make one with `llm-srt prepare`, or translate an audio file with "
+                  "`llm-srt translate FILE`")  # said of a file that is not one (binary, or no line of it JSON)
+SNIFF_BYTES = 8192  # read for binary content before a manifest's lines are
+AUDIO_MAGIC = ((0, b"RIFF", "WAV audio"), (0, b"RF64", "WAV audio"), (0, b"fLaC", "FLAC audio"),
+               (0, b"OggS", "Ogg audio"), (0, b"ID3", "MP3 audio"), (0, b"FORM", "AIFF audio"),
+               (4, b"ftyp", "MP4 audio or video"))  # (offset, bytes, what) of binary content named
 SKIP_BAD = "fix them, or skip them (evaluate --skip-bad, train data.skip_bad=true)"  # read_manifest's advice for bad
 #   rows, where evaluation or training reads the manifest; a verb that reads one for another use gives its own (`todo`)
 
@@ -118,11 +125,13 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     if not path.exists() and not path.is_symlink():
         raise ManifestError(f"{name}: no such manifest file; build one with `llm-srt prepare`")
     fd = open_regular(path, name, ManifestError)  # a FIFO, device or symlink loop: named, never waited on
+    binary = _sniff(fd, name)
     base = path.parent
     rows: list[Row] = []
     problems: list[tuple[str, str]] = []  # (file:line, why) of each bad row
     first_line_of: dict[str, int] = {}
     audio_problems: dict[Path, str | None] | None = {} if check_audio else None  # file -> its problem, if any
+    json_lines = 0  # lines that parse as JSON: with none, the file is no manifest
     try:
         with os.fdopen(fd, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
             for lineno, raw in enumerate(f, start=1):
@@ -137,8 +146,10 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 try:
                     row = _parse_row(line, base, audio_problems, read_headers)
                 except _BadRow as e:
+                    json_lines += not isinstance(e, _NotJSON)
                     problems.append((where, str(e)))
                     continue
+                json_lines += 1
                 if row.id in first_line_of:
                     problems.append((where, f"duplicate id {row.id!r} (first on line {first_line_of[row.id]})"))
                     continue
@@ -150,10 +161,15 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 rows.append(row)
     except OSError as e:
         raise ManifestError(f"{name}: cannot read the manifest ({e.strerror or e}); check its permissions") from None
-    if problems and not skip_bad:
+    no_json = len(problems) > 1 and not json_lines  # no manifest: said first (one line: its own problem)
+    if no_json and binary:  # (its "lines" are noise)
+        raise ManifestError(f"{name}: not a JSON-lines manifest (binary content); {NOT_A_MANIFEST}")
+    if problems and (no_json or not skip_bad):
         listed = "\n  ".join(f"{at}: {why}" for at, why in problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ManifestError(f"{name}: {len(problems)} bad row(s); {todo}:\n  {listed}{more}")
+        head = (f"not a JSON-lines manifest, no line of it is JSON ({len(problems):,} lines); "
+                f"{NOT_A_MANIFEST if todo == SKIP_BAD else todo}" if no_json else f"{len(problems)} bad row(s); {todo}")
+        raise ManifestError(f"{name}: {head}:\n  {listed}{more}")
     if problems:
         notice = f"{name}: skipped {len(problems)} bad rows (first: {problems[0][0]}: {problems[0][1]})"
         on_skipped(notice) if on_skipped is not None else warn_each_time(notice, stacklevel=2)
@@ -290,6 +306,27 @@ class _BadRow(Exception):
     pass
 
 
+class _NotJSON(_BadRow):
+    """A line that does not parse as JSON at all."""
+
+
+def _sniff(fd: int, name: str) -> bool:
+    """Whether the file's first SNIFF_BYTES look binary (NUL bytes, not as UTF-16 text has them: a BOM, or in every
+    other byte alone, a quarter of them at least). An audio file's (AUDIO_MAGIC) raises ManifestError at once, `fd`
+    closed: its thousand "lines" were each reported as a bad row, and the whole file read for it."""
+    try:
+        head = os.pread(fd, SNIFF_BYTES, 0)
+    except OSError:  # (the read below says so)
+        return False
+    if kind := next((kind for at, magic, kind in AUDIO_MAGIC if head[at:at + len(magic)] == magic), None):
+        os.close(fd)
+        raise ManifestError(f"{name}: not a JSON-lines manifest ({kind}, binary); {NOT_A_MANIFEST}")
+    even, odd = head[0::2], head[1::2]  # UTF-16 of ASCII: every other byte NUL, the others none
+    utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff")) or any(0 not in one and 4 * other.count(0) >= len(other)
+                                                               for one, other in ((even, odd), (odd, even)))
+    return 0 in head and not utf16
+
+
 def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | None, read_headers: bool = False
                ) -> Row:
     """One JSON line -> a Row; `audio_problems` (None: audio unchecked) remembers each file's check."""
@@ -297,7 +334,7 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         # (json's "Invalid control character at" and "Unterminated string starting at" end in "at" themselves)
-        raise _BadRow(f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
+        raise _NotJSON(f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
         raise _BadRow(f"not usable JSON ({type(e).__name__}: {str(e)[:60]})") from None
     if not isinstance(obj, dict):
