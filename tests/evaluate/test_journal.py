@@ -536,7 +536,7 @@ def test_a_full_disk_is_one_line_that_keeps_the_decoded_rows(counting, manifest,
         evaluate(manifest, tmp_path / "r")
     partial = tmp_path / "r" / run.PARTIAL
     assert str(e.value) == (f"{partial / 'c.hyps.rank0.jsonl'}: cannot write a decoded row there (No space left on "
-                            f"device); the rows written before are kept in {partial}: make room (or make it writable) "
+                            f"device); 2 decoded rows are kept in {partial}: make room (or make it writable) "
                             "and run the same command again to go on from them")
     counting.update(items=[])
     evaluate(manifest, tmp_path / "r")  # goes on from the two rows, and writes the report

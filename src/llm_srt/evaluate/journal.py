@@ -165,6 +165,34 @@ class Kept:
     folder: Path  # where (OUT/partial)
     rank: int | None = None  # under torchrun, whose journals (each rank keeps its own)
 
+    def said(self) -> str:
+        """What is kept, in words: "N decoded rows are kept in OUT/partial" ("rank R keeps N decoded rows in ..."
+        under torchrun), or "no decoded row is kept" ("rank R keeps no decoded row"): after a stop, and after a
+        journal's write that failed (`Unwritten`), which said "the rows written before are kept" where none was."""
+        rows = f"{self.rows} decoded row{'s' if self.rows > 1 else ''}" if self.rows else "no decoded row"
+        if self.rank is not None:
+            return f"rank {self.rank} keeps {rows}" + (f" in {self.folder}" if self.rows else "")
+        return f"{rows} {'are' if self.rows > 1 else 'is'} kept" + (f" in {self.folder}" if self.rows else "")
+
+    def again(self) -> str:
+        """What the same command does then."""
+        return "run the same command again" + (" to go on from them" if self.rows else "")
+
+
+class Unwritten(LLMSRTError):
+    """A journal's write that failed (a full disk, a read-only one), in one line naming the file; `saying(kept)`
+    says what this rank's journals keep (`Kept`: the rows of the batches written whole, counted as a stop counts
+    them), which a batch cut short by the full disk is not part of."""
+
+    def __init__(self, path: Path, reason: str, kept: Kept | None = None):
+        self.path, self.reason = path, reason
+        then = (f"{kept.said()}: make room (or make it writable) and {kept.again()}" if kept is not None else
+                "make room (or make it writable) and run the same command again")
+        super().__init__(f"{shown(str(path))}: cannot write a decoded row there ({reason}); {then}")
+
+    def saying(self, kept: Kept) -> Unwritten:
+        return Unwritten(self.path, self.reason, kept)
+
 
 class Journal:
     """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
@@ -260,7 +288,8 @@ class Journal:
         later error (as `_read` reads the file): a group run again for one failed row must not turn a row that
         succeeded before into a failure. `group`: the `group_digests` of the rows it was decoded with; `audio`: for a
         row that failed before any batch, its audio file's `audio_state` (taken before the group ran). A write that
-        fails (a full disk, a read-only one) is a one-line LLMSRTError naming the file."""
+        fails (a full disk, a read-only one) is `Unwritten`, one line naming the file; the rows it held are not
+        kept (in memory either), so what the journal holds after it counts only the batches written whole."""
         entries = []
         for row, result, group, audio in decoded:
             forms, groups = self.digests(row), group or (None, None, None)
@@ -285,9 +314,7 @@ class Journal:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as e:
-            raise LLMSRTError(f"{shown(str(self.path))}: cannot write a decoded row there ({e.strerror or e}); the "
-                              f"rows written before are kept in {shown(str(self.path.parent))}: make room (or make it "
-                              "writable) and run the same command again to go on from them") from None
+            raise Unwritten(self.path, e.strerror or str(e)) from None  # (`evaluate` says what is kept)
         for forms, groups, result, audio in entries:
             for digest, in_group in zip(forms, groups):
                 self.rows[digest] = result

@@ -140,14 +140,14 @@ def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None
 
 
 @contextmanager
-def saying_kept(count: Callable[[], int], folder: Path, rank: int, size: int):
+def saying_kept(kept: Callable[[], journal.Kept]):
     """The exception leaving it (Ctrl-C, SIGTERM, another rank gone) carries what this rank's journals keep then
-    (`journal.Kept`, `count()` rows; cli's last line says it)."""
+    (`kept()`; cli's last line says it)."""
     try:
         yield
     except BaseException as e:
         with suppress(Exception):
-            e.kept = journal.Kept(count(), folder, rank if size > 1 else None)
+            e.kept = kept()
         raise
 
 
@@ -443,17 +443,21 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     def decode_here() -> bool:
         try:
             return all(decode_system(name, *here) for name, here in runs_here.items())  # to the first stop
-        except Exception:
+        except Exception as e:
             with suppress(Exception):  # (the store gone: the rank's own error stands)
                 failed(True)  # every other rank stops before its next group, not at the hand-over of the rows
+            if isinstance(e, journal.Unwritten):  # what is kept, counted as a stop counts it: a full disk that cut
+                raise e.saying(kept_now()) from None  # the first batch short said "the rows ... are kept" of none
             raise
 
     # agreed: a rank that failed while decoding (a model not loading on its GPU, DeviceFailed, a full disk under its
     # journal) left the others to decode their shards for nothing, then die in the hand-over on a gloo traceback
-    def kept_here() -> int:
-        return sum(kept_rows(j, rs, group) for _, _, journals in runs_here.values() for rs, j in journals.values())
+    def kept_now() -> journal.Kept:
+        """What this rank's journals keep: the rows the same command does not decode again."""
+        return journal.Kept(sum(kept_rows(j, rs, group) for _, _, journals in runs_here.values()
+                                for rs, j in journals.values()), partial, rank if size > 1 else None)
 
-    with saying_kept(kept_here, partial, rank, size):
+    with saying_kept(kept_now):
         on_every_rank(decode_here, rank, size, _group[0], name_rank=True)
     written = {d for r in rows for d in journal.row_digests(r, base)}
     spent = {name: all(_taken(j, written) for _, j in journals.values())  # a journal holding rows this run did not
@@ -530,7 +534,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
     # only that node's ranks can
-    with saying_kept(kept_here, partial, rank, size):  # (a stop while the report is written: every row kept)
+    with saying_kept(kept_now):  # (a stop while the report is written: every row kept)
         spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
     for name in runs_here:  # every rank's rows are in the files written: their journals have done their work, but
         if spent[name]:  # beside an mt journal this run did not open (a killed --with-mt run's text MT, hours of
