@@ -657,7 +657,8 @@ def test_an_exclude_file_that_is_no_manifest_is_told_what_exclude_takes(locale_d
     with pytest.raises(LLMSRTError) as e:
         prepare_commonvoice(locale_dir, tmp_path / "out", exclude=[notes])
     first = str(e.value).splitlines()[0]
-    assert first == (f"{notes}: 2 bad row(s); --exclude takes a manifest (JSONL, e.g. an `llm-srt prepare` run's "
-                     "test.jsonl): fix them, or give that manifest instead:")
+    assert first == (f"{notes}: not a JSON-lines manifest, no line of it is JSON (2 lines); --exclude takes a "
+                     "manifest (JSONL, e.g. an `llm-srt prepare` run's test.jsonl): fix them, or give that manifest "
+                     "instead:")
     assert "skip-bad" not in str(e.value) and "skip_bad" not in str(e.value)
     assert not (tmp_path / "out").exists()

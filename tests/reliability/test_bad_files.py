@@ -186,7 +186,8 @@ MANIFEST_CASES = [
     ManifestCase("thirty-bad-rows", None, "not valid JSON", text=b"{oops\n" * 30, where=":20: ", also="and 10 more"),
     ManifestCase("empty-file", None, "no usable rows", text=b"", where=": "),
     ManifestCase("only-blank-lines", None, "no usable rows", text=b"\n  \n\t\n", where=": "),
-    ManifestCase("binary-file", None, "bad row(s)", text=np.random.default_rng(1).bytes(3000), where=": "),
+    ManifestCase("binary-file", None, "not a JSON-lines manifest (binary content); a manifest is JSON-lines text",
+                 text=np.random.default_rng(1).bytes(3000), where=": "),
 ]
 
 
