@@ -263,12 +263,13 @@ def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir,
 @pytest.mark.reliability("batch")
 @pytest.mark.xfail(reason=PATCH_EVALUATE, strict=True) if PATCH_EVALUATE else lambda f: f
 def test_evaluate_where_nothing_can_be_translated_exits_1(manifest_dir, model_dir, tmp_path, capsys):
+    """--skip-bad: without it, a clip no decoder reads is refused before decoding, as `prepare check` refuses it."""
     (manifest_dir / "noise.wav").write_bytes(np.random.default_rng(4).bytes(3000))
     rows = [_row(1, audio="noise.wav"), _row(2, audio="noise.wav", tgt_lang="", translation="")]
     manifest = manifest_dir / "all-bad.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rc = cli.main(["evaluate", "--model", f"tiny={model_dir}", "--manifest", str(manifest), "--out", str(tmp_path),
-                   "--max-new-tokens", "4"])
+                   "--max-new-tokens", "4", "--skip-bad"])
     out = capsys.readouterr()
     assert "Traceback" not in out.err and "failed: 1 of 1" in out.out + out.err  # u2: the ASR row of u1's clip
     assert rc == 1 and (tmp_path / "report.md").is_file()  # the report still lists the failures

@@ -236,10 +236,12 @@ def gather(part, rank: int, size: int) -> list | None:
 def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> tuple[list[Row], int, tuple]:
     """The manifest's rows (`read_manifest`), and with --skip-bad how many bad rows it skipped and (file:line, why)
     of each (`skipped_bad`, for the report), the first few named in one line on stderr, as the toolkit's other
-    notices (not Python's UserWarning, with a file name, a line number and a line of code)."""
+    notices (not Python's UserWarning, with a file name, a line number and a line of code). `check_audio`: its audio
+    checked as `prepare check` checks it, headers read (a file no decoder opens, or cut short, was scored as an
+    empty hypothesis where a missing one stopped the run before decoding)."""
     skipped: list[tuple[str, str]] = []
     rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=lambda _: None,
-                         skipped=skipped)
+                         read_headers=check_audio, skipped=skipped)
     if n := len(skipped):
         print(f"llm-srt evaluate: warning: --skip-bad: {shown(str(Path(manifest)))}: skipped {n} bad rows "
               f"({named_bad(n, skipped, SHOWN_BAD)}); report.md and results.json count them", file=sys.stderr,
