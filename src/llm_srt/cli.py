@@ -115,12 +115,7 @@ def out_of_memory_line(error: BaseException) -> str | None:
 def _kept_rows_advice(kept) -> str:
     """What an evaluation stopped with `kept` (`evaluate.journal.Kept`, on the error) keeps: how many decoded rows,
     where ("the rows decoded so far are kept" was said where a stop within a group of rows had kept none)."""
-    rank = f"rank {kept.rank} keeps " if kept.rank is not None else ""
-    if not kept.rows:
-        return f"; {rank + 'no decoded row' if rank else 'no decoded row is kept'}: run the same command again"
-    rows = f"{kept.rows} decoded row{'s' if kept.rows > 1 else ''}"
-    return f"; {rank + rows if rank else rows + (' are' if kept.rows > 1 else ' is') + ' kept'} in {kept.folder}: " \
-           "run the same command again to go on from them"
+    return f"; {kept.said()}: {kept.again()}"  # (the words a journal's failed write uses too)
 
 
 def _kept_advice(kept, whose: str, what: str) -> str:
