@@ -61,6 +61,17 @@ def overrides(setup, out, **extra):
 SHORT_STEPS = 2  # the steps of a `saved_every_step` run by default
 
 
+def three_stages(tmp_path: Path, max_steps: int) -> Path:
+    """A folder of asr, smt and srt YAMLs (each stage's task alone, output_dir under `tmp_path`), for a curriculum
+    over the tiny setup's `overrides`."""
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage in ("asr", "smt", "srt"):
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  tasks: {{{stage}: 1.0}}\n"
+                                              f"output_dir: {tmp_path / stage}\nmax_steps: {max_steps}\n")
+    return folder
+
+
 def saved_every_step(setup, out, steps=SHORT_STEPS, **extra):
     """A tiny run's config saving a checkpoint every step, the last 3 kept (what the resume tests copy and cut)."""
     from llm_srt.train.config import load_config

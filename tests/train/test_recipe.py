@@ -20,7 +20,7 @@ from llm_srt.train.final import INIT_RECORD, best_dev_loss, finished_steps, is_f
 from llm_srt.train.logs import _log_json
 from llm_srt.train.schedule import schedule_note
 
-from .conftest import overrides, tiny
+from .conftest import overrides, three_stages, tiny
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -59,11 +59,7 @@ def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path, 
         starts[self.cfg.stage] = {k: v.detach().clone() for k, v in self.model.adapter.state_dict().items()}
 
     monkeypatch.setattr(recipe.Recipe, "setup_model", setup_model)
-    folder = tmp_path / "cfgs"
-    folder.mkdir()
-    for stage, task in (("asr", "asr"), ("smt", "smt"), ("srt", "srt")):
-        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  tasks: {{{task}: 1.0}}\n"
-                                              f"output_dir: {tmp_path / stage}\nmax_steps: 3\n")
+    folder = three_stages(tmp_path, max_steps=3)
     common = [o for o in overrides(tiny_setup, "x") if not o.startswith("output_dir")]
     messages = []
     finals = curriculum.run_curriculum([str(folder)], common + ["srt:max_steps=2"], log=messages.append)

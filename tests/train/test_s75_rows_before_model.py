@@ -18,7 +18,7 @@ from llm_srt.errors import ManifestError
 from llm_srt.model import speech_llm
 from llm_srt.train import data as training_data
 
-from .conftest import overrides
+from .conftest import overrides, three_stages
 from .test_recipe import _free_port
 
 
@@ -83,11 +83,7 @@ def test_a_later_curriculum_stage_with_a_bad_row_stops_it_before_the_first_train
     bad = tmp_path / "bad.jsonl"
     said = _bad_manifest(tiny_setup, bad)
     built = _no_model(monkeypatch)
-    folder = tmp_path / "cfgs"
-    folder.mkdir()
-    for stage, task in (("asr", "asr"), ("smt", "smt"), ("srt", "srt")):
-        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  tasks: {{{task}: 1.0}}\n"
-                                              f"output_dir: {tmp_path / stage}\nmax_steps: 1\n")
+    folder = three_stages(tmp_path, max_steps=1)
     common = [o for o in overrides(tiny_setup, "x") if not o.startswith("output_dir")]
     code = cli.main(["curriculum", str(folder), *common, f"srt:data.train={bad}"])
     err = capsys.readouterr().err
