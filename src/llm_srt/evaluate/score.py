@@ -9,6 +9,7 @@
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -40,9 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='print {"metric", "score", "signature", "n", "skipped"} as JSON')
 
 
+CUE_TIMING = re.compile(r"\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{3}\s*-->\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{3}.*")  # SRT/VTT's
+COMET_ONLY = (("src", None), ("comet_model", DEFAULT_MODEL), ("comet_python", None))  # (option, its default): read by
+#   --metric comet alone
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.metric != "comet" and (given := [f"--{k.replace('_', '-')}" for k, default in COMET_ONLY
+                                            if getattr(args, k) != default]):
+        raise LLMSRTError(f"{' and '.join(given)}: read by --metric comet alone, and this is --metric {args.metric}; "
+                          "add --metric comet, or leave them out")  # (they were ignored unsaid: no COMET ran)
     hyps, refs = read_lines(args.hyp), read_lines(args.ref)
     hyp, ref = shown(str(args.hyp)), shown(str(args.ref))
+    for name, lines in ((hyp, hyps), (ref, refs)):
+        check_sentences(name, lines)
     if not hyps:
         raise LLMSRTError(f"{hyp} is empty: there is nothing to score")
     if len(hyps) != len(refs):
@@ -101,6 +113,24 @@ def check_comet(options: CometOptions, option: str = "--comet") -> None:
     that named the model): `score --metric comet` and `evaluate --comet` check the same way."""
     check_python(options.python)
     check_model(options.model, option)
+
+
+def check_sentences(name: str, lines: list[str]) -> None:
+    """A one-line error for a file that is not one sentence a line: subtitles (SRT/VTT) or JSON lines (`evaluate`'s
+    hyps.NAME.jsonl), whose cue numbers, timings or keys were scored as words (a subtitle file against another with
+    the same timings and other texts gave BLEU 59.9; evaluate's own hyps file WER 636)."""
+    text = [line for line in lines if line.strip()]
+    if text and text[0].lstrip("\ufeff").startswith("WEBVTT") or any(CUE_TIMING.fullmatch(line) for line in text):
+        raise LLMSRTError(f"{name}: a subtitle file (SRT/VTT), whose cue numbers and timings would be scored as words; "
+                          "give one sentence a line (`llm-srt translate ... --format text` writes them)")
+    try:
+        first = json.loads(text[0]) if text and text[0].lstrip().startswith("{") else None
+    except json.JSONDecodeError:
+        first = None
+    if isinstance(first, dict):
+        hint = (f"; an `llm-srt evaluate` results file is scored by `llm-srt evaluate --model NAME={name} --out DIR`"
+                if {"hyp_translation", "hyp_transcript"} & first.keys() else "")
+        raise LLMSRTError(f"{name}: JSON lines, whose keys would be scored as words; give one sentence a line{hint}")
 
 
 def read_lines(path: Path) -> list[str]:
