@@ -184,7 +184,10 @@ class Unwritten(LLMSRTError):
     says what this rank's journals keep (`Kept`: the rows of the batches written whole, counted as a stop counts
     them), which a batch cut short by the full disk is not part of."""
 
-    def __init__(self, path: Path, reason: str, kept: Kept | None = None):
+    def __init__(self, path: Path | str, reason: str | None = None, kept: Kept | None = None):
+        if reason is None:  # made from its message alone: a pickle's round trip, another rank's (`ranks.from_rank0`)
+            super().__init__(str(path))
+            return
         self.path, self.reason = path, reason
         then = (f"{kept.said()}: make room (or make it writable) and {kept.again()}" if kept is not None else
                 "make room (or make it writable) and run the same command again")
