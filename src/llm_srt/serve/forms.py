@@ -42,7 +42,7 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 class APIError(Exception):
-    """An error answered as {"error": {"message", "type", "param"}} with `status`."""
+    """An error answered as {"error": {"message", "type", "param", "code"}} with `status` (code null)."""
 
     def __init__(self, status: int, message: str, param: str | None = None, retry: bool | None = None):
         super().__init__(message)

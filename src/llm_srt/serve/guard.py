@@ -13,7 +13,8 @@ take to send its request.
   cannot parse (a Content-Length of abc, a Transfer-Encoding other than chunked, a request line that is not HTTP) get
   the JSON 400 (431 for a head over h11's limit) where uvicorn answered text/plain, and are closed.
 - `hide_paths`: what a client is told names none of the server's folders (the model's, any absolute path).
-Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
+Every refusal is the API's JSON error {"error": {"message", "type", "param", "code"}} (code: OpenAI's short code,
+null where there is none, as OpenAI's own).
 """
 
 from __future__ import annotations
@@ -86,19 +87,21 @@ UNIT = re.compile(r"(?<=\d )/[A-Za-z]+\.?")  # '3 /s', '12.5 /min': a rate's uni
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
-def error_body(status: int, message: str, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "error"), "param": param}}
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error shape, "code" included (OpenAI always sends it, null where the error has no short code)."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "error"), "param": param, "code": code}}
 
 
 def error_response(status: int, message: str, param: str | None = None,
-                   headers: dict[str, str] | None = None, retry: bool | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, retry: bool | None = None,
+                   code: str | None = None) -> JSONResponse:
     """`retry`: whether the same request may succeed if sent again (default: unless the status is NOT_RETRYABLE);
-    False answers `x-should-retry: false`, which the OpenAI SDKs obey."""
+    False answers `x-should-retry: false`, which the OpenAI SDKs obey. `code`: error_body's."""
     if status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
     if retry is False or retry is None and status in NOT_RETRYABLE:
         headers = {**(headers or {}), "x-should-retry": "false"}
-    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
 def check_number(option: str, value: float, low: float, high: float = math.inf, integer: bool = False) -> None:
