@@ -31,3 +31,16 @@ def test_every_error_carries_openais_code_key():
     assert json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"error": {"message": "bad bytes", "type": "invalid_request_error",
                                                                   "param": None, "code": None}}
 
+
+def test_a_model_is_retrieved_by_its_id():
+    """client.models.retrieve(NAME) got 404 "no such endpoint /v1/models/NAME": only the list route existed."""
+    c = client(model_name="my/model")
+    listed = c.get("/v1/models").json()["data"][0]
+    for method in (c.get, c.head):
+        assert method("/v1/models/my/model").status_code == 200
+    assert c.get("/v1/models/my/model").json() == listed and listed["id"] == "my/model"
+    r = c.get("/v1/models/whisper-1")
+    err = r.json()["error"]
+    assert r.status_code == 404 and err["code"] == "model_not_found" and err["param"] == "model", r.text
+    assert "'whisper-1'" in err["message"] and "\n" not in err["message"]
+

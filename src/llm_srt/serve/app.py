@@ -9,8 +9,8 @@ response_format = json | text | srt | vtt | verbose_json; `language` is read as 
 source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task (without it:
 what the model folder was trained for, `forms.default_task`), subtitles, and the request's own decoding: beam_size
 (1..--max-beam) and max_new_tokens (1..the server's --max-new-tokens).
-GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSON
-{"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
+GET /v1/models (and /v1/models/{id}), /v1/languages, /health, and / (the web page). Every error is JSON
+{"error": {"message", "type", "param", "code"}} with a status from ERROR_TYPES; a bad request never stops the server.
 An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
 upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
 ("english") of the text's language (a translation's target), "source_language" the same for the audio's;
@@ -54,8 +54,8 @@ from .batcher import (LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted,
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
     check_known, check_single, default_task, parse_task, request_decoding, resolve_language, source_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
-                    check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, hide_paths,
-                    is_ip, model_paths, split_host)
+                    check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, error_response,
+                    hide_paths, is_ip, model_paths, split_host)
 from .handlers import ClientGone, add_error_handlers, client_gone, too_large_message, until_done
 from .logs import show_server_log
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, untranslated_warning, with_notes, without_paths
@@ -171,15 +171,26 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                        "max_segment_seconds": options.batch.segment.max_seconds,
                        "trained_for": inference_task(trained).value}})  # what a request without task runs
 
+    def model_object() -> dict:
+        return {"id": options.model_name, "object": "model", "created": started, "owned_by": "llm-srt"}
+
     @app.api_route("/v1/models", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime probes
     async def models() -> dict:
         """The one model, by --name (default llm-srt), never by its folder: a request's `model` may be anything."""
-        return {"object": "list",
-                "data": [{"id": options.model_name, "object": "model", "created": started, "owned_by": "llm-srt"}]}
+        return {"object": "list", "data": [model_object()]}
+
+    @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def model(model_id: str) -> JSONResponse:
+        """OpenAI's retrieve: the object /v1/models lists for --name; any other id is OpenAI's 404 model_not_found."""
+        if model_id == options.model_name:
+            return JSONResponse(model_object())
+        shown = model_id if len(model_id) <= 100 else model_id[:100] + "..."
+        return error_response(404, f"model {shown!r} not found: this server serves {options.model_name!r} (see "
+                              "GET /v1/models)", "model", code="model_not_found")
 
     # the schema describes them by a GET-only twin, never reached (the route above answers first, and its 405 names
     # GET and HEAD): FastAPI gave a route's two methods one operation id, a warning in the log at each schema read
-    for path, answer in (("/health", health), ("/v1/models", models)):
+    for path, answer in (("/health", health), ("/v1/models", models), ("/v1/models/{model_id:path}", model)):
         app.get(path)(answer)
 
     @app.get("/v1/languages")
