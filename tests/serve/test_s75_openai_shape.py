@@ -44,3 +44,11 @@ def test_a_model_is_retrieved_by_its_id():
     assert r.status_code == 404 and err["code"] == "model_not_found" and err["param"] == "model", r.text
     assert "'whisper-1'" in err["message"] and "\n" not in err["message"]
 
+
+def test_a_page_can_read_the_retry_headers():
+    """Only X-LLM-SRT-Error and -Warning were exposed: a page's openai-node could not read x-should-retry (504)
+    nor Retry-After (503), and retried the 504s it must not."""
+    c = client(allow_origins=("https://app.example.org",))
+    r = c.get("/v1/models", headers={"Origin": "https://app.example.org"})
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert {"x-should-retry", "retry-after", "x-llm-srt-error", "x-llm-srt-warning"} <= exposed, exposed

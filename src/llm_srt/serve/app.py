@@ -205,7 +205,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     if options.allow_origins:  # browsers may read replies to these origins' pages (and send their preflights)
         app.add_middleware(CORSMiddleware, allow_origins=list(options.allow_origins), allow_methods=["GET", "POST"],
                            allow_origin_regex=cors_origin_regex(options.allow_origins),  # as the guard reads them
-                           allow_headers=["*"], expose_headers=[ERROR_HEADER, WARNING_HEADER])
+                           allow_headers=["*"],  # a page's OpenAI SDK reads x-should-retry and Retry-After
+                           expose_headers=[ERROR_HEADER, WARNING_HEADER, "x-should-retry", "Retry-After"])
     app.add_middleware(HostOriginGuard, hosts=options.hosts, origins=options.allow_origins)  # outermost
     return app
 
