@@ -118,8 +118,12 @@ class SRTOutput:
 # a language tag; not one of the tokenizers' own tags of that shape that decoding may leave in the text (Qwen2.5's
 # <|fim_pad|>, <|fim_prefix|>, ... are not special tokens; <|im_end|> and <|box_start|> where a tokenizer keeps them)
 _TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
-_SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # "</|eng|>": a
-#   small model's closing-tag look-alike of a language tag (seen in a transcript), no text either
+_CODES = "|".join(sorted({code for lang in languages.LANGUAGES.values() for code in (lang.code, lang.whisper)}))
+_SPACED = (rf"<\s*/?\s*\|\s*(?:{_CODES}|endoftext|im_start|im_end)\s*\|\s*>"  # "< |eng|>" (a small model wrote it
+           r"|<\s*/?\s*(?:eos|bos|pad|end_of_turn|start_of_turn)\s*>|<\s*/\s*s\s*>")  # on a 42 s clip): spaced,
+#   only around the registry's codes and the special tokens named here ("a < b | c > d" and "x < |y| > z" are text)
+# "</|eng|>": a small model's closing-tag look-alike of a language tag (seen in a transcript), no text either
+_SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>|" + _SPACED)
 _MARKUP = re.compile(r"</?\|[^|<>\s]{1,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # what a tokenizer
 #   reads as its token: `_SPECIAL` without the empty or spaced look-alikes (`<| update |>`: Elm's operators, plain text)
 _CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
