@@ -10,6 +10,7 @@ header (ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import replace
 from typing import Callable
 
@@ -22,6 +23,7 @@ from .guard import hide_paths
 
 ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (verbose_json's "error")
 WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated or cut (verbose_json's too)
+FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms), the unit of a segment's "seek"
 MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
 KEPT = "; their transcripts are kept"  # infer.untranslated_note's end: true of an answer that shows them
@@ -122,9 +124,22 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: i
         "translation": r.translation, "forced_tags": r.forced_tags, "capped": r.capped, "no_speech": r.no_speech,
         "untranslated": r.untranslated, "error": r.error, "warning": warning,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
+                      **_whisper_fields(s.start, getattr(s, endpoint.text)),
                       "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
                       "capped": s.capped, "error": s.error} for i, s in enumerate(r.segments)],
     })
+
+
+def _whisper_fields(start: float, text: str) -> dict:
+    """OpenAI's segment fields, each measured here or null: seek, the mel frame its decode started at (each segment
+    is decoded alone from its start); temperature 0.0 (decoding is greedy or beam search, never sampled: forms.py
+    refuses another); compression_ratio of its text as Whisper defines it (UTF-8 bytes over their zlib size).
+    avg_logprob and tokens stay null (the decoder keeps no token log-probabilities nor ids in its result), and
+    no_speech_prob too (speech is found by the segmenter, which gives no probability)."""
+    data = text.encode("utf-8")
+    return {"seek": round(start * FRAMES_PER_SECOND), "temperature": 0.0,
+            "compression_ratio": len(data) / len(zlib.compress(data)), "avg_logprob": None, "tokens": None,
+            "no_speech_prob": None}
 
 
 RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str, int, str | None], Response]] = {
