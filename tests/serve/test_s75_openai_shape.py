@@ -28,8 +28,8 @@ def test_every_error_carries_openais_code_key():
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"} and err["code"] is None, r.text
     raw = raw_error(400, "Bad Request", "bad bytes")  # the guard's answer to what h11 cannot parse
-    assert json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"error": {"message": "bad bytes", "type": "invalid_request_error",
-                                                                  "param": None, "code": None}}
+    body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    assert body == {"error": {"message": "bad bytes", "type": "invalid_request_error", "param": None, "code": None}}
 
 
 def test_a_model_is_retrieved_by_its_id():
