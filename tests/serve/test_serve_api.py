@@ -4,6 +4,7 @@ import argparse
 import re
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def test_translation_in_every_format(client, clip, expected):
         "no_speech": False, "untranslated": 0, "error": None, "warning": notes(srt),
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
                       "translation": srt.translation, "forced_tags": srt.forced_tags, "capped": srt.capped,
-                      "error": None}]}
+                      "error": None, "seek": 0, "temperature": 0.0,  # OpenAI's segment fields, measured or null
+                      "compression_ratio": len(srt.translation.encode()) / len(zlib.compress(
+                          srt.translation.encode())), "avg_logprob": None, "tokens": None, "no_speech_prob": None}]}
 
 
 
