@@ -13,13 +13,13 @@ def row_task(row: Row, task: Task) -> Task:
 
 
 def select_rows(rows: list[Row], task: Task) -> list[Row]:
-    """The rows to run, those a score takes: for --task asr one row per (audio, source language), since every
-    direction of an N-way manifest repeats the same clip and its transcript: its transcript-only (ASR) row where it
-    has one (a translation row's id, "s1:deu", named an ASR result), else its first; under a task that writes the transcript
-    beside the translation (SRT, ASR+SMT), every row but the transcript-only (ASR) rows of a source language that has
-    rows of that task with a reference transcript: its WER/CER is theirs (`report.transcript_rows`, as the paper
-    scores it), so those ASR rows were decoded for no score (half the rows of a CoVoST test manifest). Under other
-    tasks (S2TT, SMT), all of them."""
+    """The rows to run, those a score takes: for --task asr one row per (audio, source language), since every direction
+    of an N-way manifest repeats the same clip and its transcript: its transcript-only (ASR) row where it has one (a
+    translation row's id, "s1:deu", named an ASR result), else its first; under a task that writes the transcript beside
+    the translation (SRT, ASR+SMT), every row but the transcript-only (ASR) rows of a source language that has rows of
+    that task with a reference transcript: its WER/CER is theirs (`report.transcript_rows`, as the paper scores it), so
+    those ASR rows were decoded for no score (half the rows of a CoVoST test manifest). Under other tasks (S2TT, SMT),
+    all of them."""
     if task is Task.ASR:
         chosen: dict[tuple[str, str], Row] = {}
         for r in rows:
