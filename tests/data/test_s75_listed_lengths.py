@@ -45,7 +45,8 @@ def test_a_train_clip_longer_than_listed_is_measured_noted_and_left_out_over_the
     assert n == 1 and reason.startswith("clip longer than the 2.0 s") and summary.dropped_at[reason] == [
         f"{root}/train.tsv:2 (its 1 manifest rows): {root}/clips/de_1.mp3 (2.5 s)"]
     note, = summary.notes
-    assert re.search(rf"the measured length of 1 clip\(s\) is used .*{root}/train.tsv:2: 1\.00 s listed, 2\.5\d s", note)
+    assert re.search(rf"the measured length of 1 clip\(s\) is used .*{root}/train.tsv:2: 1\.00 s listed, "
+                     rf"2\.5\d s", note)
 
     monkeypatch.setattr(clips_module, "WINDOW_SECONDS", 30.0)  # under the window: written with its measured length
     prepare_commonvoice(root, tmp_path / "out2", workers=1)
