@@ -346,7 +346,7 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     torch.manual_seed(0)
-    many = int8_linear.INT8_MANY_ROWS + 1
+    many = int8_linear.INT8_MANY_ROWS + 3  # (rows 1 and 2 are set below)
     for out_features, in_features, rows, magnitude in [(48, 64, many, 1.0), (300, 77, 2 * many, 1e-3),
                                                        (96, 200, 3 * many, 50.0)]:
         q = Int8Linear(torch.randn(out_features, in_features), torch.randn(out_features) if bias else None)
@@ -363,7 +363,8 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
             onednn = q(x)
             assert q._onednn is not None and q._onednn_used
             assert torch.equal(onednn, fbgemm)
-            assert torch.equal(q(x[:3])[1:], fbgemm[1:3])  # a decode step's rows (fbgemm): the same again
+            for row in (1, 2):  # one row (a batch-1 decode step: fbgemm, untimed): the same again
+                assert torch.equal(q(x[row:row + 1]), fbgemm[row:row + 1])
 
 
 @needs_onednn_int8
@@ -423,6 +424,39 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         assert calls[-1] == ("oneDNN", many) and torch.equal(y[:, [0, 5]], q.bias[[0, 5]].expand(many, 2))
 
 
+
+@needs_onednn_int8
+def test_int8_decode_steps_of_a_batch_time_the_kernels_and_one_row_does_not(monkeypatch):
+    """A batched greedy decode step (2 to 16 rows) times fbgemm against oneDNN, as a prefill does: on the Intel Xeon
+    with AMX of 2026-12-07 oneDNN took Gemma's head at 16 rows in 3.3 ms against fbgemm's 7.0 (an int8 step at batch
+    16 39 -> 31-33 ms). A one-row step (batch 1) runs fbgemm untimed."""
+    from llm_srt.model.int8_linear import Int8Linear
+
+    clock, calls = _Clock(), []
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    fbgemm, onednn = int8_linear._QDQ_LINEAR, Int8Linear._onednn_product
+
+    def timed(name, product, cost):
+        def run(*args):
+            clock.now += cost
+            calls.append((name, len(args[0]) if name == "fbgemm" else len(args[1])))
+            return product(*args)
+        return run
+    monkeypatch.setattr(int8_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm, 10.0))
+    monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn, 3.0))
+    torch.manual_seed(0)
+    q, threads = Int8Linear(torch.randn(16, 8)), torch.get_num_threads()
+    with torch.no_grad():
+        q(torch.randn(1, 8))
+        assert calls == [("fbgemm", 1)] and int8_linear.TUNED_INT8 == {}
+        for rows in (2, 16):
+            calls.clear()
+            q(torch.randn(rows, 8))
+            assert {name for name, _ in calls} == {"fbgemm", "oneDNN"} and calls[-1] == ("oneDNN", rows)
+        assert int8_linear.TUNED_INT8 == {(16, 8, 2, threads): "oneDNN", (16, 8, 16, threads): "oneDNN"}
+
 @needs_onednn_int8
 def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
     """A oneDNN whose outputs differ from fbgemm's in one bit of one value of the timed input (a CPU whose oneDNN
@@ -450,7 +484,7 @@ def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
     monkeypatch.setattr(int8_linear, "_QDQ_LINEAR", slow_fbgemm)
     monkeypatch.setattr(Int8Linear, "_onednn_product", fast_onednn_one_ulp_off)
     torch.manual_seed(0)
-    many, threads = int8_linear.INT8_MANY_ROWS + 1, torch.get_num_threads()
+    many, threads = max(int8_linear.INT8_MANY_ROWS + 1, int8_linear.INT8_CHECKED_ROWS), torch.get_num_threads()
     bucket = cpu_linear._bucket(many)
     for row, kept in [(0, "fbgemm"), (int8_linear.INT8_CHECKED_ROWS - 1, "fbgemm"), (None, "oneDNN")]:
         off["row"] = row

@@ -50,9 +50,9 @@ class Int8Linear(nn.Module):
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
     is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another.
 
-    Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries, beam search's decode
-    steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
-    timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
+    Inputs of more than INT8_MANY_ROWS rows (a batch's prefills and decode steps, encoder frames, Q-Former queries)
+    may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed
+    once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
     in int32 and scale them by the same float32 factors, so its results are fbgemm's bit for bit
     (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output.
 
@@ -250,9 +250,12 @@ INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights
 # on the Intel Xeon with AMX of 2026-12-02, 1.5-2.5x fbgemm's at 1024-2048 rows of most of Gemma's and Whisper's
 # matrices (not Gemma's 640 x 2048 down-projection), and 1.4-2.1x for Gemma's 262k x 640 head at 32-256 rows (a beam
 # search's or a large batch's decode step: 42.7 / 81.2 / 341.6 ms against 30.5 / 46.1 / 166.5 at 32 / 64 / 256 rows),
-# while at 1-16 rows fbgemm was as fast or faster for every matrix of Gemma's (the head at 16 rows 14.9 against
-# 16.3 ms), so up to 16 rows (a greedy decode step up to batch 16) fbgemm runs untimed
-INT8_MANY_ROWS = 16
+# while at 1-16 rows fbgemm was as fast or faster for every matrix of Gemma's there (the head at 16 rows 14.9 against
+# 16.3 ms). On the Intel Xeon with AMX of 2026-12-07 (CPU model 207, 300 MB L3) oneDNN took the head at 4 / 8 / 16
+# rows in 2.8 / 2.9 / 3.3 ms against fbgemm's 3.5 / 4.3 / 7.0 (1 row: 2.85 against 2.82), and an int8 greedy decode
+# step at batch 16 went from 39 to 31-33 ms: which kernel is faster at few rows depends on the CPU, so from 2 rows
+# the choice is timed; a one-row input (a batch-1 greedy step) runs fbgemm untimed
+INT8_MANY_ROWS = 1
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
 _NUMBERS = itertools.count()  # Int8Linear numbers
@@ -270,9 +273,10 @@ def int8_product(unit: torch.Tensor, scale: torch.Tensor, layer: int) -> torch.T
 @int8_product.register_fake
 def _int8_product_shape(unit: torch.Tensor, scale: torch.Tensor, layer: int) -> torch.Tensor:
     return unit.new_empty(unit.shape[0], _LAYERS[layer].out_features)
-# timed calls per int8 kernel after its warm-up: one above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms), else
+# timed calls per int8 kernel after its warm-up: two above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms; with one,
+# a 1392-row prefill once kept fbgemm for Gemma's 640 -> 4096 product, 6.0 ms a call against oneDNN's 1.9), else
 # INT8_TUNE_REPEATS_FEW (a product of 32 rows of a small matrix takes ~0.1 ms, within one call's noise)
-INT8_TUNE_REPEATS, INT8_TUNE_REPEATS_FEW, INT8_FEW_TIMED_ROWS = 1, 5, 256
+INT8_TUNE_REPEATS, INT8_TUNE_REPEATS_FEW, INT8_FEW_TIMED_ROWS = 2, 5, 256
 INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a batch's prefills of any length)
 INT8_CHECKED_ROWS = 16  # output rows of a timing's input compared between fbgemm and oneDNN (copied in each call)
 
