@@ -170,8 +170,12 @@ class SpeechTranslator:
     def from_pretrained(cls, model: str | Path, device: str | torch.device | None = "auto",
                         dtype: str | torch.dtype | None = "auto", llm: str | None = None, whisper: str | None = None,
                         encoder: str | None = None) -> "SpeechTranslator":
-        """`model`: a SpeechLLM folder, or a key of model.systems.SYSTEMS ("whisper", "cascade", "mt")."""
+        """`model`: a SpeechLLM folder, or a key of model.systems.SYSTEMS ("whisper", "cascade", "mt"). An indexed
+        CUDA device (`device="cuda:1"`) is made the calling thread's current GPU before the model loads, as the CLI's
+        verbs do: what runs on "the current GPU" (the CUDA graphs of --compile, library handles, synchronize, memory
+        stats) ran on cuda:0 beside a model on cuda:1 (`device.make_current`)."""
         placement = placement_of.resolve(device, dtype)
+        placement_of.make_current(placement)
         return cls(load_system(model, placement, whisper=whisper, llm=llm, encoder=encoder), str(model))
 
     @property
