@@ -196,8 +196,15 @@ def host_wait(d: Dist) -> None:
 
 
 def barrier(d: Dist) -> None:
+    """Every rank waits here (the default group). Under NCCL on the rank's GPU, made current by `init_distributed`,
+    which is named: torch 2.13 warned "barrier(): using the device under current context" on rank 0 at each barrier
+    (the group is made without `device_id`, which would connect NCCL at once: ranks sharing a GPU then failed there
+    on NCCL's "Duplicate GPU detected" traceback, before `check_own_gpus` says so in one line)."""
     if d.world > 1:
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def on_main(d: Dist, fn):
