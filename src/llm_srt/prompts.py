@@ -119,9 +119,19 @@ class SRTOutput:
 # <|fim_pad|>, <|fim_prefix|>, ... are not special tokens; <|im_end|> and <|box_start|> where a tokenizer keeps them)
 _TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
 _CODES = "|".join(sorted({code for lang in languages.LANGUAGES.values() for code in (lang.code, lang.whisper)}))
-_SPACED = (rf"<\s*/?\s*\|\s*(?:{_CODES}|endoftext|im_start|im_end)\s*\|\s*>"  # "< |eng|>" (a small model wrote it
-           r"|<\s*/?\s*(?:eos|bos|pad|end_of_turn|start_of_turn)\s*>|<\s*/\s*s\s*>")  # on a 42 s clip): spaced,
-#   only around the registry's codes and the special tokens named here ("a < b | c > d" and "x < |y| > z" are text)
+
+
+def _spaced(names: str, slash: str = "") -> str:
+    """A regex: a tag of `names` (a regex) written with spaces inside ("< |eng|>", "<|deu| >": a small model wrote
+    them, on a 42 s clip), `slash` (a regex) before its first bar. What `clean` drops and `parse_srt` splits on."""
+    return rf"<\s*{slash}\|\s*{names}\s*\|\s*>"
+
+
+_SPACED = (_spaced(rf"(?:{_CODES}|endoftext|im_start|im_end)", r"/?\s*")  # spaced, only around the registry's codes
+           + r"|<\s*/?\s*(?:eos|bos|pad|end_of_turn|start_of_turn)\s*>|<\s*/\s*s\s*>")  # and the special tokens
+#   named here ("a < b | c > d" and "x < |y| > z" are text)
+# an SRT output's language tag, spaced too where `clean` drops it as one: group 1 unspaced, 2 spaced (`_written`)
+_PART_TAG = re.compile(rf"{_TAG.pattern}|{_spaced(f'({_CODES})')}")
 # "</|eng|>": a small model's closing-tag look-alike of a language tag (seen in a transcript), no text either
 _SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>|" + _SPACED)
 _MARKUP = re.compile(r"</?\|[^|<>\s]{1,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # what a tokenizer
@@ -137,17 +147,23 @@ def markup_in(text: str) -> str | None:
     return m.group(0) if m else None
 
 
+def _written(m: re.Match) -> str:
+    """The code of a `_PART_TAG` match as the model wrote it, without spaces."""
+    return m.group(1) or m.group(2)
+
+
 def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
     """Split an SRT output into transcript and translation. Never raises. `tags`: the model's own codes (`tag`);
     src and tgt come back as ours.
 
-    The first run of language tags separates the parts; tags after it and special tokens are dropped, and a
-    translation that repeats the tag pair (a looping model) is cut at the repeat (and before the transcript written
-    again in front of it), or at a tag the token cap cut off.
+    The first run of language tags separates the parts (a tag written with spaces inside, "< |eng|>", is one where
+    `clean` drops it as one); tags after it and special tokens are dropped, and a translation that repeats the tag
+    pair (a looping model) is cut at the repeat (and before the transcript written again in front of it), or at a tag
+    the token cap cut off.
     An output that starts with the prompt's tags again is parsed after them when more tags follow.
     """
     text = text if isinstance(text, str) else str(text)
-    matches = list(_TAG.finditer(text))
+    matches = list(_PART_TAG.finditer(text))
     if not matches:
         return SRTOutput(clean(text), "", None, None, False)
     if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
@@ -157,18 +173,18 @@ def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
         # pair whose target tag the model left out: "<|eng|><|deu|>Hello<|eng|>Hallo"; the target's own tag there
         # ends a translation: "<|eng|><|deu|>Hallo<|deu|>Hallo")
         nxt_run = _tag_run(text, rest) if rest else []
-        if rest and (len(nxt_run) >= 2 or (nxt_run[0].group(1) == lead[0].group(1)
+        if rest and (len(nxt_run) >= 2 or (_written(nxt_run[0]) == _written(lead[0])
                                            and clean(text[nxt_run[-1].end():]))):
             return replace(parse_srt(text[lead[-1].end():], tags), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)
     transcript = clean(text[:first.start()])
     rest = text[run[-1].end():]
-    nxt = _TAG.search(rest)
+    nxt = _PART_TAG.search(rest)
     translation = clean(rest[:nxt.start()] if nxt else rest)
     if nxt:
         translation = _without_loop(transcript, translation, rest[nxt.start():])
-    codes = [_code(m.group(1), tags) for m in run]
+    codes = [_code(_written(m), tags) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
     well_formed = (len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
@@ -188,9 +204,9 @@ def _without_loop(transcript: str, translation: str, after: str) -> str:
     if not head.strip() or not (head[-1].isspace() or unspaced(head[-1]) or unspaced(transcript[0])):
         return translation
     head = head.rstrip()
-    run = _tag_run(after, list(_TAG.finditer(after)))
+    run = _tag_run(after, list(_PART_TAG.finditer(after)))
     rest = after[run[-1].end():]
-    nxt = _TAG.search(rest)
+    nxt = _PART_TAG.search(rest)
     again = clean(rest[:nxt.start()] if nxt else rest)
     return head if again in (head, translation) else translation
 
@@ -205,7 +221,7 @@ def _long(transcript: str) -> bool:
 def after_first_tags(text: str) -> str | None:
     """The raw text after an SRT output's first run of language tags (None: no tag yet); once it is not blank, no
     longer text makes it blank again (what a decoder's end rule may rely on: `systems.SpeechLLMSystem._srt_tags`)."""
-    matches = list(_TAG.finditer(text))
+    matches = list(_PART_TAG.finditer(text))
     return text[_tag_run(text, matches)[-1].end():] if matches else None
 
 
