@@ -432,7 +432,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                     if not decode_in_groups(j, rs, group, lambda g, _, done: run_text_mt(
                             text_mt, g, options, batch_size, progress=bar.update, on_rows=done), failed):
                         return False
-            del translator
+            translator = text_mt = None  # (--with-mt: text_mt held the system on past release_models)
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
         systems[name] = journals["hyps"][1].results(mine)
         if name in every_row:  # the rows a run of today decodes: its counts, its hyps file
