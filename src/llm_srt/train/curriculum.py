@@ -32,7 +32,7 @@ from . import checkpoint, resume
 from .config import TrainConfig, load_config
 from .final import (FINAL, check_same_start, final_weights_changed, finished_steps, init_record, is_finished,
                     quiet)
-from .data import from_rank0
+from .data import StageRows, from_rank0
 from .parallel import host_group, init_distributed, release_groups
 from .preflight import check_before_start
 from .recipe import train
@@ -438,40 +438,58 @@ def _check_start_record(stage: Stage, start: Stage | None, how: str | None) -> N
 
 def run_stages(stages: list[Stage], log=print) -> list[Path]:
     """Train the planned stages in order (a finished one is skipped, an interrupted one resumes), every one checked
-    before the first trains (`_check_stages`)."""
-    _check_stages(stages)
+    before the first trains (`_check_stages`); the first that trains takes the rows those checks read."""
+    read = _check_stages(stages)
     finals: list[Path] = []
     for k, stage in enumerate(stages):
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"
             + (f", from {cfg.model.init_from}" if cfg.model.init_from else ""))
         try:
-            finals.append(train(cfg, log=log))
+            rows = read.pop(k, None)  # (not held past its stage)
+            finals.append(train(cfg, log=log) if rows is None else train(cfg, log=log, rows=rows))
         except BaseException as e:  # cli's last line names the stage that stopped, and those finished before it
             e.curriculum_stage = (stage.name, tuple(s.name for s in stages[:k]))
             raise
     return finals
 
 
-def _check_stages(stages: list[Stage]) -> None:
+def _check_stages(stages: list[Stage]) -> dict[int, StageRows]:
     """Every stage's manifests, models and precision (`check_before_start`), then how the stages fit together
     (`_check_fit`). Under torchrun the ranks join the process group first (the first stage's `train` finds it joined)
     and stop together: the first checks agreed over every rank, the fit as rank 0 reads the stages' folders. Each
     rank checked alone before any group existed: a folder missing on one node stopped that node, and the others went
-    on into the first stage's process group, to wait there until the timeout."""
+    on into the first stage's process group, to wait there until the timeout. Returns the rows rank 0 read of the
+    first stage that trains (by its index; those before it are finished: `_handed_back`), for it to train on: it
+    read its manifests again at once (minutes on a large one). A later stage's are let go (not held in memory while
+    the ones before it train): it reads them at its turn, as they are then."""
     if not stages:
-        return
+        return {}
     d, _ = init_distributed(stages[0].config.distributed_timeout_min, stages[0].config.device)
 
-    def each() -> None:
-        for stage in stages:
+    def each() -> dict[int, StageRows]:
+        kept, past = {}, False  # past: the first stage that trains has been checked
+        for k, stage in enumerate(stages):
             try:
-                check_before_start(stage.config, manifests=d.rank == 0)  # (rank 0 alone reads the manifests)
+                rows = check_before_start(stage.config, manifests=d.rank == 0)  # (rank 0 alone reads the manifests)
             except ConfigError as e:
                 raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
+            if rows is not None and not past:
+                kept[k] = rows
+            past = past or rows is not None or not _handed_back(stage)
+        return kept
 
-    ranks.on_every_rank(each, d.rank, d.world, host_group(d), name_rank=True)
+    kept = ranks.on_every_rank(each, d.rank, d.world, host_group(d), name_rank=True)
     from_rank0(d, lambda: _check_fit(stages, d.world))
+    return kept
+
+
+def _handed_back(stage: Stage) -> bool:
+    """Whether `stage` is finished at its max_steps (its final/ handed back as it is, or written again from its
+    checkpoints, training no step), as `check_before_start` reads no rows of it."""
+    out = Path(stage.config.output_dir)
+    done = finished_steps(out) if is_finished(out) else None
+    return done is not None and done >= stage.config.max_steps
 
 
 def run_curriculum(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,

@@ -13,8 +13,9 @@ import itertools
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class StageRows:
     train: list[list[Row]]  # rows of each training manifest
     dev: list[Row]  # the chosen dev rows, stratified over directions
     hashes: dict[str, str]  # audio path -> content hash (empty without a feature cache)
+    said: list[warnings.WarningMessage] = field(default_factory=list)  # the warnings the read gave, held until the
+    #   stage's turn where a curriculum's checks read them (`stage_rows`)
 
 
 def mixes_text(tasks) -> bool:
@@ -481,8 +484,13 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
         rows = [r for r in read(cfg.dev, main_task.needs_speech) if r.is_asr == (main_task is Task.ASR)]
         rows = _transcribed(rows, main_task, "data.dev", cfg.dev, cfg.skip_bad)
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
-    audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
-    return StageRows(train, dev, content_hashes(audio) if hashes else {})
+    return _hashed(StageRows(train, dev, {}), hashes)
+
+
+def _hashed(rows: StageRows, hashes: bool) -> StageRows:
+    """`rows` with every audio file's content hash (`hashes`: for a feature cache), or none."""
+    audio = [r.audio for part in rows.train for r in part] + [r.audio for r in rows.dev]
+    return StageRows(rows.train, rows.dev, content_hashes(audio) if hashes else {})
 
 
 def _transcribed(rows: list[Row], task: Task | Mapping[str, float], key: str, manifest: str,
@@ -519,11 +527,21 @@ def _uses_cache(cfg: DataSection, main_task: Task) -> bool:
     return cfg.feature_cache is not None and main_task is not Task.MT
 
 
-def stage_rows(cfg: DataSection, d: Dist) -> StageRows:
+def stage_rows(cfg: DataSection, d: Dist, read: StageRows | None = None) -> StageRows:
     """The stage's rows for `TrainingData`: read, checked row by row and hashed (with a feature cache) by rank 0
-    (`read_stage_rows`), received by every rank, or rank 0's error raised on every rank (`from_rank0`)."""
+    (`read_stage_rows`), received by every rank, or rank 0's error raised on every rank (`from_rank0`). `read`: rank
+    0's rows as a curriculum's checks read them before its first stage trained (unhashed, their warnings held): not
+    read again (a large manifest took minutes), hashed here and their warnings given now, as reading them would."""
     main_task = _checked_task(cfg)
-    return from_rank0(d, lambda: read_stage_rows(cfg, main_task, hashes=_uses_cache(cfg, main_task)))
+    hashes = _uses_cache(cfg, main_task)
+
+    def on_rank0() -> StageRows:
+        if read is None:
+            return read_stage_rows(cfg, main_task, hashes=hashes)
+        for w in read.said:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=None)
+        return _hashed(read, hashes)
+    return from_rank0(d, on_rank0)
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +18,9 @@ from ..prompts import Task
 from . import checkpoint, resume
 from .config import TrainConfig
 from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
+
+if TYPE_CHECKING:
+    from .data import StageRows
 
 
 def lora_note(cfg: TrainConfig) -> str | None:
@@ -44,7 +48,7 @@ def skips_trained(cfg: TrainConfig) -> bool:
 
 
 def check_before_start(cfg: TrainConfig, device: torch.device | None = None, manifests: bool = True,
-                       source: str | None = None, rows: bool = True) -> None:
+                       source: str | None = None, rows: bool = True) -> StageRows | None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
     writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
@@ -53,7 +57,8 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
     `manifests`: check data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold
     them). `source`: the stage's YAML, which the precision error names (a curriculum names each stage's file before
     its errors). `rows`: with `manifests`, read and check their rows too (`_check_rows`: a curriculum's stages; the
-    recipe reads a stage's rows once, before its model, to train on them)."""
+    recipe reads a stage's rows once, before its model, to train on them); returns the rows read (None where none
+    were), which a curriculum hands to its first stage that trains."""
     use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="), source)
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
@@ -79,21 +84,25 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
         #   settings differ is the recipe's to refuse, or with allow_changes to take as it is)
         _check_same_seed(cfg, out)
     if manifests and rows and not cfg.data.skip_bad and not (done is not None and done >= cfg.max_steps):
-        _check_rows(cfg)  # (a finished stage reads none; data.skip_bad refuses no row)
+        return _check_rows(cfg)  # (a finished stage reads none; data.skip_bad refuses no row)
+    return None
 
 
-def _check_rows(cfg: TrainConfig) -> None:
+def _check_rows(cfg: TrainConfig) -> StageRows:
     """The stage's manifests read and checked row by row as it will read them (`read_stage_rows`, no audio hashed),
-    then let go: it reads them again at its turn, and gives their warnings then. A ConfigError, which a curriculum
-    names the stage before: a bad row of its SRT stage stopped it once the ASR and SMT stages had trained."""
+    their warnings held for the stage's turn (`data.stage_rows` gives them then, whether it reads the rows again or
+    takes these). A ConfigError, which a curriculum names the stage before: a bad row of its SRT stage stopped it
+    once the ASR and SMT stages had trained."""
     from .data import read_stage_rows
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")  # (held, not shown: the filters of the stage's turn decide)
         try:
-            read_stage_rows(cfg.data, Task(cfg.data.main_task), hashes=False)
+            read = read_stage_rows(cfg.data, Task(cfg.data.main_task), hashes=False)
         except LLMSRTError as e:
             raise ConfigError(str(e)) from None
+    read.said = list(said)
+    return read
 
 
 def _missing_manifests(missing: list[tuple[str, str]], total: int, shown: int = 3) -> str:

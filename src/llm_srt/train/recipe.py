@@ -26,7 +26,7 @@ from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint
 from .config import TrainConfig, _check_adapter_matches, load_config
-from .data import from_rank0, has_speech, stage_rows
+from .data import StageRows, from_rank0, has_speech, stage_rows
 from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of, finished_state, quiet
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Parallel, all_max, all_sum, barrier, host_group, init_distributed, llm_device, on_main,
@@ -41,15 +41,16 @@ from .signals import Noted, signals_noted
 from .stops import RunStops
 
 
-def train(cfg: TrainConfig, log=print, source: str | None = None) -> Path:
+def train(cfg: TrainConfig, log=print, source: str | None = None, rows: StageRows | None = None) -> Path:
     """Run (or resume) one training stage; returns the final model folder. CPU products take their fixed kernels
     (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly.
     torch's CPU threads (config key threads) are this stage's alone: put back as they were when it ends. `source`:
-    the stage's YAML, named by the start-up checks' precision error."""
+    the stage's YAML, named by the start-up checks' precision error. `rows`: rank 0's rows of the stage's manifests
+    as a curriculum's checks read them (`read_rows` takes them instead of reading the manifests again)."""
     threads = torch.get_num_threads()  # (a curriculum's next stage with threads: 0 ran on this one's count)
     with kernel_rule():
         try:
-            return Recipe(cfg, log, source).run()
+            return Recipe(cfg, log, source, rows).run()
         finally:  # the model, its optimizer and (FSDP) the reference cycles around them are gone before the next
             device_lib.release()  # stage of a curriculum loads its own on the same GPU
             torch.set_num_threads(threads)
@@ -59,7 +60,7 @@ def train(cfg: TrainConfig, log=print, source: str | None = None) -> Path:
 class Recipe(RunStops):
     """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
-    def __init__(self, cfg: TrainConfig, log=print, source: str | None = None):
+    def __init__(self, cfg: TrainConfig, log=print, source: str | None = None, rows: StageRows | None = None):
         self.cfg, self.log, self.source = cfg, log, source  # source: the stage's YAML, where known
         self.out = Path(cfg.output_dir)
         self.step = 0
@@ -85,6 +86,7 @@ class Recipe(RunStops):
         self.start: tuple[str | None, str | None] = (None, None)  # final/'s INIT_RECORD: the folder the trained
         #   weights grew from and its weights' identity (rank 0's; `_check_settings`)
         self.rows = None  # the manifests' rows (`read_rows`), until `setup_data` hands them to TrainingData
+        self.read = rows  # rank 0's rows as a curriculum's checks read them, until `read_rows` takes them
         self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
         #   the next log line
 
@@ -183,8 +185,8 @@ class Recipe(RunStops):
     def read_rows(self) -> None:
         """The training and dev manifests' rows, read and checked row by row by rank 0 and received by every rank
         (`data.stage_rows`; rank 0's error stops every rank), for `setup_data` to train on: a bad row was reported
-        once the model had loaded (minutes per rank at 7B/32B)."""
-        self.rows = stage_rows(self.cfg.data, self.d)
+        once the model had loaded (minutes per rank at 7B/32B). Rows a curriculum's checks read are not read again."""
+        self.rows, self.read = stage_rows(self.cfg.data, self.d, self.read), None
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
     def setup_model(self) -> None:
