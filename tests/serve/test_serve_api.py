@@ -201,7 +201,7 @@ def test_the_server_survives_bad_requests(client, clip, expected):
     for path, upload, fields, *_ in BAD_REQUESTS.values():
         client.post(path, files={"file": upload} if upload else None, data=fields)
     r = client.get("/nope")
-    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
     assert client.get(TRANSLATIONS).status_code == 405
     r = post(client, TRANSLATIONS, clip[1], source_language="eng", target_language="deu")
     assert r.status_code == 200 and r.json() == json_answer(expected[0].translation, expected[0])

@@ -48,7 +48,7 @@ log = logging.getLogger("llm_srt.serve")
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     403: "forbidden",
-    404: "not_found_error",
+    404: "invalid_request_error",  # OpenAI's type for an unknown route or model (its code: model_not_found)
     405: "invalid_request_error",
     408: "timeout",
     413: "request_too_large",
