@@ -56,29 +56,53 @@ def test_padding_in_a_batch_does_not_change_real_frames(enc):
     assert not torch.allclose(unmasked[0, :n], alone[0], atol=1e-4)
 
 
-def test_cpu_batch_runs_in_chunks_that_fit_the_frame_budget(enc, monkeypatch):
-    """On the CPU a batch is encoded in chunks of clips that fit CPU_ENCODER_FRAMES output frames: the same
-    states and masks as one pass over the whole batch, in as many passes as the budget says."""
+def test_cpu_batch_runs_in_passes_that_fit_the_frame_budget(enc, monkeypatch):
+    """On the CPU a batch is encoded in passes of clips that fit CPU_ENCODER_FRAMES output frames: the same
+    masks and real frames' states as one pass over the whole batch, in as many passes as the budget says."""
     from llm_srt.model import encoder as encoder_module
 
     clips = [tiny.tone(0.4 + 0.3 * i, 200 + 90 * i, seed=i) for i in range(5)]
     mel, mel_mask = enc.features(clips)
     frames = (mel.shape[-1] + 1) // 2
     whole, whole_mask = enc(mel, mel_mask)  # the default budget: all 5 tiny clips in one pass
-    assert enc.cpu_chunk(mel) >= 5
+    assert [len(rows) for rows, _ in enc.cpu_passes(mel, mel_mask)] == [5]
     passes = []
     hook = enc.encoder.conv1.register_forward_hook(lambda m, i, o: passes.append(len(o)))
     monkeypatch.setattr(encoder_module, "CPU_ENCODER_FRAMES", 2 * frames + 1)
-    assert enc.cpu_chunk(mel) == 2
     chunked, chunked_mask = enc(mel, mel_mask)
-    assert passes == [2, 2, 1]
-    assert torch.equal(chunked_mask, whole_mask) and torch.allclose(chunked, whole, atol=1e-6)
+    assert passes == [2, 3]  # the 2 longest clips, then the 3 shorter ones at their own longest's length
+    assert torch.equal(chunked_mask, whole_mask) and torch.allclose(chunked[whole_mask], whole[whole_mask], atol=1e-5)
     monkeypatch.setattr(encoder_module, "CPU_ENCODER_FRAMES", 1)  # one clip exceeds it: one at a time
     passes.clear()
     alone, alone_mask = enc(mel, mel_mask)
     hook.remove()
-    assert enc.cpu_chunk(mel) == 1 and passes == [1] * 5
-    assert torch.equal(alone_mask, whole_mask) and torch.allclose(alone, whole, atol=1e-6)
+    assert passes == [1] * 5
+    assert torch.equal(alone_mask, whole_mask) and torch.allclose(alone[whole_mask], whole[whole_mask], atol=1e-5)
+
+
+def test_cpu_passes_group_clips_of_similar_length_each_cut_to_its_longest(enc, monkeypatch):
+    """Clips of mixed lengths: each pass takes the longest clips left, as many as fit the budget at the length of
+    its longest, and runs at that length (not the batch's): a pass of short clips pays for none of the long ones.
+    Each clip's real frames are those of a whole-batch pass (to float rounding); frames past its pass are zeros."""
+    from llm_srt.model import encoder as encoder_module
+
+    seconds = [0.5, 2.0, 0.6, 1.9, 0.55, 2.1]
+    clips = [tiny.tone(s, 200 + 50 * i, seed=i) for i, s in enumerate(seconds)]
+    mel, mel_mask = enc.features(clips)
+    whole, whole_mask = enc(mel, mel_mask)  # one pass: the default budget holds them all
+    lengths = mel_mask.sum(1)
+    monkeypatch.setattr(encoder_module, "CPU_ENCODER_FRAMES", 3 * int(lengths.max() + 1) // 2)
+    passes = enc.cpu_passes(mel, mel_mask)
+    assert [(rows.tolist(), frames) for rows, frames in passes] == [
+        ([1, 3, 5], int(lengths[5])), ([0, 2, 4], int(lengths[2]))]
+    widths = []
+    hook = enc.encoder.conv1.register_forward_hook(lambda m, i, o: widths.append(i[0].shape[-1]))
+    h, mask = enc(mel, mel_mask)
+    hook.remove()
+    assert widths == [int(lengths[5]), int(lengths[2])]  # the short clips' pass cut to 0.6 s, not 2.1 s
+    assert h.shape == whole.shape and torch.equal(mask, whole_mask)
+    assert torch.allclose(h[mask], whole[mask], atol=1e-5)
+    assert not h[[0, 2, 4], (int(lengths[2]) + 1) // 2:].any()  # past the short pass: zeros
 
 
 def test_pad_to_30s_matches_hf_whisper_encoder(wdir):

@@ -168,23 +168,42 @@ class WhisperEncoder(nn.Module):
         """mel (B, n_mels, F), mel_mask (B, F) -> H (B, T, D), frame_mask (B, T) bool; T = ceil(F / 2).
 
         Padding mel frames are zeroed before each convolution (as the conv's own zero padding would be for a
-        clip alone) and masked out of self-attention, so a clip's real frames do not depend on its batch.
-        On the CPU the batch runs in chunks of clips (`cpu_chunk`): the same values (each clip's frames depend on its
-        own mel and the common length only), up to 1.4x faster than one pass over 16 clips.
+        clip alone) and masked out of self-attention, so a clip's real frames do not depend on its batch (within
+        float rounding). On the CPU the batch runs in passes of clips of similar lengths (`cpu_passes`), each pass
+        cut to its longest clip: up to 1.4x faster than one pass over 16 clips, and no pass pays for another's
+        longest clip. Frames past a clip's pass are zeros, masked out.
         """
-        chunk = self.cpu_chunk(mel)
-        if chunk >= len(mel):
+        passes = self.cpu_passes(mel, mel_mask)
+        if len(passes) == 1 and len(passes[0][0]) == len(mel):
             return self._forward(mel, mel_mask)
-        parts = [self._forward(mel[i:i + chunk], None if mel_mask is None else mel_mask[i:i + chunk])
-                 for i in range(0, len(mel), chunk)]
-        return torch.cat([h for h, _ in parts]), torch.cat([m for _, m in parts])
+        h = mask = None
+        for rows, frames in passes:
+            part, part_mask = self._forward(mel[rows, :, :frames],
+                                            None if mel_mask is None else mel_mask[rows, :frames])
+            if h is None:
+                h = part.new_zeros(len(mel), (mel.shape[-1] + 1) // 2, part.shape[-1])
+                mask = part_mask.new_zeros(len(mel), h.shape[1])
+            h[rows, :part.shape[1]], mask[rows, :part.shape[1]] = part, part_mask
+        return h, mask
 
-    def cpu_chunk(self, mel: torch.Tensor) -> int:
-        """How many clips of `mel` (B, n_mels, F) one encoder pass takes: all of them on a GPU; on the CPU as many
-        as fit CPU_ENCODER_FRAMES output frames (at least one)."""
+    def cpu_passes(self, mel: torch.Tensor, mel_mask: torch.Tensor | None) -> list[tuple[torch.Tensor, int]]:
+        """(rows of `mel` (B, n_mels, F), mel frames) of each encoder pass: all rows at F in one pass on a GPU; on
+        the CPU the clips longest first (by `mel_mask`'s real frames; all F with no mask or 30 s padding), each pass
+        as many as fit CPU_ENCODER_FRAMES output frames at the length of its longest (at least one), cut to it."""
         if self.encoder.conv1.weight.device.type != "cpu":
-            return len(mel)
-        return max(1, CPU_ENCODER_FRAMES // max(1, (mel.shape[-1] + 1) // 2))
+            return [(torch.arange(len(mel)), mel.shape[-1])]
+        if mel_mask is None or self.pad_to_30s:
+            lengths = torch.full((len(mel),), mel.shape[-1])
+        else:
+            lengths = mel_mask.sum(1).cpu()
+        order = torch.argsort(lengths, descending=True, stable=True)
+        passes, start = [], 0
+        while start < len(order):
+            frames = int(lengths[order[start]])
+            take = max(1, CPU_ENCODER_FRAMES // max(1, (frames + 1) // 2))
+            passes.append((order[start:start + take].sort().values, frames))
+            start += take
+        return passes
 
     def _forward(self, mel: torch.Tensor, mel_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
