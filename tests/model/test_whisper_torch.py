@@ -587,6 +587,32 @@ def test_cpu_activations_are_reused_from_the_heap_and_trimmed_back():
     assert result["kept"] - result["trimmed"] > 150, result  # 192 MiB freed between live blocks, then returned
 
 
+REUSED = """
+import json, resource
+import torch
+from llm_srt.model import whisper_torch
+whisper_torch.return_freed_memory()
+faults = []
+for _ in range(6):  # an int8 product's output at a batch-16 prefill (1568 x 4096 float32: 25.7 MB), made and freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    y = torch.ones(1568, 4096)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del y
+print(json.dumps(faults))
+"""
+
+
+@pytest.mark.skipif(whisper_torch._glibc() is None, reason="glibc's mallopt")
+def test_a_speech_llms_large_activations_are_reused_once_a_cpu_whisper_set_the_heap():
+    """The heap setting is the whole process's: with a 16 MiB threshold a speech LLM's 25 MB activations beside a
+    CPU Whisper (evaluate's cascade, serve) were mapped afresh at each call, every page faulted in again (27,343-
+    140,638 faults per batch-16 int8 prefill of Gemma-3-270M); now they come from the heap and are reused."""
+    out = subprocess.run([sys.executable, "-c", REUSED], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    faults = json.loads(out.stdout)
+    assert sum(faults[3:]) < 1000, faults  # the last three; 6,272 pages a call when each is a fresh mapping
+
 def test_the_heaps_top_is_kept_for_the_next_step(monkeypatch):
     """`return_freed_memory` also raises glibc's trim threshold (fixing the mmap threshold alone leaves it at 128
     KiB: free() then gives the heap's top back after each decode step and the next one faults it in again)."""

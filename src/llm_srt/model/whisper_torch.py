@@ -40,8 +40,11 @@ TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special 
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 HEAD = "proj_out.weight"  # the output head: a copy of the token table, or an untied Whisper's own
-CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
-CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
+CPU_MMAP_THRESHOLD = 64 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
+#   (16 MiB until 2026-12-08: then a speech LLM's batch-16 int8 prefill in the same process, whose products write
+#   25 MB blocks, faulted 27,343-140,638 pages in per prefill, against 2,875-9,762 under glibc's own thresholds and
+#   none at 64 MiB, two runs each; a batch-16 decode step's 16.8 MB of logits were mapped afresh at every step)
+CPU_TRIM_THRESHOLD = 128 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 LOAD_TRIM_EVERY = 8  # int8 load: the heap is trimmed after this many linear layers
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
 NOT_ITS_SHAPE = ("config.json is another Whisper's than these weights: copy the config.json saved with them, or "
@@ -65,8 +68,9 @@ def return_freed_memory() -> None:
     activation in again, process-wide (Whisper's encoder and an int8 LLM's decode steps alike). So blocks below
     CPU_MMAP_THRESHOLD come from the heap and are reused, the heap's top is kept up to CPU_TRIM_THRESHOLD (as
     glibc's own adjustment would), and `trim_heap` hands the freed pages back where a stage ends (after loading,
-    after each clip's encoder pass and decoding). Measured in README ("The heap, not the arithmetic"). No glibc:
-    nothing to do."""
+    after each clip's encoder pass and decoding). The setting is the whole process's: the threshold is above a
+    speech LLM's activations too, which another system of the same process (evaluate's, serve's) allocates.
+    Measured in docs/performance.md ("The heap, not the arithmetic"). No glibc: nothing to do."""
     if (libc := _glibc()) is not None:
         libc.mallopt(-3, CPU_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, CPU_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
