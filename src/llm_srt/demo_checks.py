@@ -67,11 +67,11 @@ def run_with_budget(stages: list, log=print) -> list[Path]:
     short at a step past its budget lowered since, is refused in the demo's terms: the training's own refusal advises
     allow_changes=true, a higher max_steps or another output_dir."""
     from .train.curriculum import run_stages
-    from .train.final import finished_steps, is_finished
+    from .train.final import finished_at, is_finished
 
     for k, stage in enumerate(stages):
         out, asked = stage.config.output_dir, stage.config.max_steps
-        done = finished_steps(out) if is_finished(out) else None
+        done = finished_at(out)
         if done is not None and done > asked:
             later = [s.config.output_dir for s in stages[k:]]
             raise LLMSRTError(f"{out}: trained for {done} steps, and the demo's budget for it is {asked}: the runs' "

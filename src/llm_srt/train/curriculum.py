@@ -34,7 +34,7 @@ from .final import (FINAL, check_same_start, final_weights_changed, finished_ste
                     quiet)
 from .data import StageRows, from_rank0
 from .parallel import host_group, init_distributed, release_groups
-from .preflight import check_before_start
+from .preflight import check_before_start, trained_to_end
 from .recipe import train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
@@ -460,7 +460,7 @@ def _check_stages(stages: list[Stage]) -> dict[int, StageRows]:
     and stop together: the first checks agreed over every rank, the fit as rank 0 reads the stages' folders. Each
     rank checked alone before any group existed: a folder missing on one node stopped that node, and the others went
     on into the first stage's process group, to wait there until the timeout. Returns the rows rank 0 read of the
-    first stage that trains (by its index; those before it are finished: `_handed_back`), for it to train on: it
+    first stage that trains (by its index; those before it are finished: `trained_to_end`), for it to train on: it
     read its manifests again at once (minutes on a large one). A later stage's are let go (not held in memory while
     the ones before it train): it reads them at its turn, as they are then."""
     if not stages:
@@ -476,20 +476,12 @@ def _check_stages(stages: list[Stage]) -> dict[int, StageRows]:
                 raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
             if rows is not None and not past:
                 kept[k] = rows
-            past = past or rows is not None or not _handed_back(stage)
+            past = past or rows is not None or not trained_to_end(stage.config)
         return kept
 
     kept = ranks.on_every_rank(each, d.rank, d.world, host_group(d), name_rank=True)
     from_rank0(d, lambda: _check_fit(stages, d.world))
     return kept
-
-
-def _handed_back(stage: Stage) -> bool:
-    """Whether `stage` is finished at its max_steps (its final/ handed back as it is, or written again from its
-    checkpoints, training no step), as `check_before_start` reads no rows of it."""
-    out = Path(stage.config.output_dir)
-    done = finished_steps(out) if is_finished(out) else None
-    return done is not None and done >= stage.config.max_steps
 
 
 def run_curriculum(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,

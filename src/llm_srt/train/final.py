@@ -42,6 +42,11 @@ def finished_steps(output_dir: str | Path) -> int | None:
         return None
 
 
+def finished_at(output_dir: str | Path) -> int | None:
+    """`finished_steps` of the model finished in `output_dir`; None where none is (or its steps cannot be read)."""
+    return finished_steps(output_dir) if is_finished(output_dir) else None
+
+
 def finished_state(cfg: TrainConfig, out: Path, world: int, log) -> tuple[bool, bool]:
     """(finished, extending) for `out`: finished if it holds a model trained for max_steps (refused where that
     model is another run's: other settings, another start, more steps); extending if a finished run whose max_steps

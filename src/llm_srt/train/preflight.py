@@ -17,7 +17,7 @@ from ..errors import ConfigError, LLMSRTError, first_few
 from ..prompts import Task
 from . import checkpoint, resume
 from .config import TrainConfig
-from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
+from .final import FINAL, _more_steps, _more_steps_refused, finished_at, is_finished, quiet
 
 if TYPE_CHECKING:
     from .data import StageRows
@@ -77,15 +77,22 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
             meant = f" (did you mean {paths.EMBEDDED!r}?)" if paths.meant_embedded(folder) else ""
             raise ConfigError(f"{key}: {folder}: no such folder{meant}; fix the path (or the variable it came from)")
     out = Path(cfg.output_dir)  # a finished stage trained past a lowered max_steps: refused at its turn otherwise
-    done = finished_steps(out) if is_finished(out) else None
+    done = finished_at(out)
     if done is not None and done > cfg.max_steps and not cfg.allow_changes:
         raise ConfigError(_more_steps_refused(_more_steps(out, done, cfg.max_steps), done, cfg.max_steps))
     if not is_finished(out) or done is not None and done < cfg.max_steps:  # it resumes (a finished run whose
         #   settings differ is the recipe's to refuse, or with allow_changes to take as it is)
         _check_same_seed(cfg, out)
-    if manifests and rows and not cfg.data.skip_bad and not (done is not None and done >= cfg.max_steps):
+    if manifests and rows and not cfg.data.skip_bad and not trained_to_end(cfg):
         return _check_rows(cfg)  # (a finished stage reads none; data.skip_bad refuses no row)
     return None
+
+
+def trained_to_end(cfg: TrainConfig) -> bool:
+    """Whether cfg.output_dir holds a model finished at max_steps or more: a stage that trains no step, its final/
+    handed back (or written again from its checkpoints)."""
+    done = finished_at(cfg.output_dir)
+    return done is not None and done >= cfg.max_steps
 
 
 def _check_rows(cfg: TrainConfig) -> StageRows:
@@ -143,7 +150,7 @@ def check_start_finished(cfg: TrainConfig) -> None:
     if not init or Path(init).name != FINAL:
         return
     run = Path(init).parent
-    done = finished_steps(run) if is_finished(run) else None
+    done = finished_at(run)
     newest = checkpoint.latest(run, log=quiet) if done is not None else None
     if newest is not None and newest.step > done:
         raise ConfigError(f"model.init_from: {init}: its stage was run on and stopped: it has a checkpoint at step "
