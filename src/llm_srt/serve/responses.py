@@ -17,13 +17,15 @@ from typing import Callable
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import languages, subtitles
+from ..audio import SAMPLE_RATE
 from ..infer import TranslationResult, untranslated_note
+from ..model.encoder import HOP_LENGTH
 from .forms import Endpoint
 from .guard import hide_paths
 
 ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (verbose_json's "error")
 WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated or cut (verbose_json's too)
-FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms), the unit of a segment's "seek"
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # Whisper's mel frames (100: 10 ms), the unit of a segment's "seek"
 MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
 KEPT = "; their transcripts are kept"  # infer.untranslated_note's end: true of an answer that shows them
