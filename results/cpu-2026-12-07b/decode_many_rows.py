@@ -6,42 +6,18 @@ texts (the two kernels' outputs are the same bit for bit).
 
     python results/cpu-2026-12-07b/decode_many_rows.py 32 3 1 16     # tokens, pairs, batch sizes...
 """
-import statistics, sys, tempfile, time, warnings
-from pathlib import Path
+import statistics, sys
 import torch
-from llm_srt import device as dev
-from llm_srt.bench.common import pin_eos
-from llm_srt.bench.embedded import BenchOptions, _int8_model, load_utterances
 from llm_srt.model import int8_linear
-from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
-from llm_srt.model.protocol import Item
-from llm_srt.model.systems import SpeechLLMSystem
-from llm_srt.prompts import Task
-warnings.simplefilter("ignore")
-torch.set_num_threads(2)
+from bench_system import int8_bench_system, timed_pass
 tokens, pairs = int(sys.argv[1]), int(sys.argv[2])
 batches = [int(b) for b in sys.argv[3:]]
-options = BenchOptions(model=None)
-with tempfile.TemporaryDirectory() as tmp:
-    utts = load_utterances(options, Path(tmp))
-torch.manual_seed(options.seed)
-model = SpeechLLM(SpeechLLMConfig(encoder=options.encoder, llm=options.llm, adapter="qformer",
-                                  adapter_kwargs=dict(options.adapter_kwargs)))
-model = _int8_model((model.config.encoder, model.config.llm), model.adapter.state_dict(),
-                    dev.resolve("cpu", "float32"), options)
-pin_eos(model)
-system = SpeechLLMSystem(model, "bench", dev.resolve("cpu", "int8"))
-decoding = DecodingOptions(max_new_tokens=tokens)
+system, model, utts = int8_bench_system()
 
 
 def run(kind, batch):
     int8_linear.INT8_MANY_ROWS = 16 if kind == "before" else 1
-    texts, start = [], time.perf_counter()
-    for s in range(0, len(utts), batch):
-        outputs = system.run_batch([Item(u.audio, "eng", "deu", Task.SRT) for u in utts[s:s + batch]], decoding)
-        texts += [(o.transcript, o.translation) for o in outputs]
-    return time.perf_counter() - start, texts
+    return timed_pass(system, utts, batch, tokens)
 
 
 with torch.inference_mode():
